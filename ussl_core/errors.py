@@ -1,0 +1,26 @@
+"""Errors a user can cause. Each carries one readable message naming the file and the cause."""
+
+from __future__ import annotations
+
+import os
+
+
+class UsslError(Exception):
+    """Base of every error that is shown to a user as one line, never as a traceback."""
+
+
+class MediaError(UsslError):
+    """A file or folder that cannot be read as media (not media, truncated, empty, no frames)."""
+
+    def __init__(self, path: str | os.PathLike, cause: str) -> None:
+        self.path = os.fspath(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
+
+
+class ProjectError(UsslError):
+    """A project folder that is missing, not a project, or in a state that forbids the step."""
+
+
+class ProjectLockedError(ProjectError):
+    """Another process holds the project's write lock."""

@@ -1,0 +1,67 @@
+"""HDF5 array shards: written under a temporary name, renamed only when complete.
+
+A shard holds one dataset (frames N x H x W x 3 or masks N x H x W, uint8) plus attributes.
+A process killed mid-write leaves only a `*.tmp` file, which the next writer removes; the
+catalog never points at a shard before its rename.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ussl_core.testhooks import crash_point
+
+TMP_SUFFIX = ".tmp"
+
+
+def write_shard(final_path: Path, name: str, array: np.ndarray, attrs: dict | None = None,
+                compress: bool = False) -> Path:
+    """Write `array` to `final_path + .tmp`; return the temporary path (see `commit_shard`)."""
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final_path.with_name(final_path.name + TMP_SUFFIX)
+    chunks = (1,) + array.shape[1:] if array.ndim >= 2 and len(array) else None
+    with h5py.File(tmp, "w") as f:
+        ds = f.create_dataset(name, shape=array.shape, dtype=array.dtype, chunks=chunks,
+                              compression="lzf" if compress else None)
+        half = len(array) // 2
+        ds[:half] = array[:half]
+        crash_point("shard-write")  # the test hook: a kill here leaves a half-written file
+        ds[half:] = array[half:]
+        for key, value in (attrs or {}).items():
+            ds.attrs[key] = value
+    return tmp
+
+
+def commit_shard(tmp_path: Path) -> Path:
+    """Atomically move a complete temporary shard to its final name."""
+    tmp_path = Path(tmp_path)
+    final = tmp_path.with_name(tmp_path.name[: -len(TMP_SUFFIX)])
+    os.replace(tmp_path, final)
+    return final
+
+
+def read_shard(path: Path, name: str, rows: slice | list[int] | int | None = None) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        ds = f[name]
+        if rows is None:
+            return ds[()]
+        if isinstance(rows, list):
+            # h5py reads lists of rows only in increasing order without repeats.
+            unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+            return ds[unique.tolist()][inverse]
+        return ds[rows]
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete leftovers of killed writes under `folder`; returns how many were removed."""
+    removed = 0
+    if folder.exists():
+        for tmp in folder.rglob("*" + TMP_SUFFIX):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
