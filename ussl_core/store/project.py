@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -301,12 +302,22 @@ class Project:
                 return p
         raise ProjectError(f"{self.root}: no teacher masks yet; run `ussl teacher {self.root}`")
 
+    def delete_producer(self, name: str) -> None:
+        """Forget a producer: its masks, selections and decisions, then its shard files."""
+        self.require_writable()
+        producer = self.producer(name)
+        with transaction(self.conn) as c:
+            c.execute("DELETE FROM selections WHERE producer_id=?", (producer.id,))
+            c.execute("DELETE FROM decisions WHERE producer_id=?", (producer.id,))
+            c.execute("DELETE FROM producers WHERE id=?", (producer.id,))
+        shutil.rmtree(self.root / "arrays" / "masks" / slug(name), ignore_errors=True)
+
     def completed_shots(self, producer_id: int) -> set[int]:
         rows = self.conn.execute("SELECT shot_id FROM mask_shards WHERE producer_id=?", (producer_id,))
         return {r[0] for r in rows}
 
     def mask_shard_path(self, producer: str, shot_id: int) -> Path:
-        return self.root / "arrays" / "masks" / _slug(producer) / f"shot_{shot_id:06d}.h5"
+        return self.root / "arrays" / "masks" / slug(producer) / f"shot_{shot_id:06d}.h5"
 
     def frames_shard_path(self, shot_id: int) -> Path:
         return self.root / "arrays" / "frames" / f"shot_{shot_id:06d}.h5"
@@ -366,14 +377,20 @@ class Project:
     def set_decision(self, frame_id: int, producer_id: int, decision: str,
                      reason: str | None = None, time_: str | None = None) -> None:
         """Record approve / reject / clear for one mask; the log keeps every step for undo."""
+        self.set_decisions([(frame_id, producer_id, decision, reason, time_)])
+
+    def set_decisions(self, rows: list[tuple[int, int, str, str | None, str | None]]) -> None:
+        """Record (frame_id, producer_id, decision, reason, time) rows in one transaction."""
         self.require_writable()
-        if decision not in DECISIONS:
-            raise ProjectError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+        for row in rows:
+            if row[2] not in DECISIONS:
+                raise ProjectError(f"decision must be one of {', '.join(DECISIONS)}, not {row[2]!r}")
         with transaction(self.conn) as c:
             # A new decision ends the redo history, as in any editor.
             c.execute("DELETE FROM decisions WHERE undone=1")
-            c.execute("INSERT INTO decisions(frame_id, producer_id, decision, reason, time) "
-                      "VALUES(?,?,?,?,?)", (frame_id, producer_id, decision, reason, time_ or now()))
+            c.executemany("INSERT INTO decisions(frame_id, producer_id, decision, reason, time) "
+                          "VALUES(?,?,?,?,?)",
+                          [(f, p, d, r, t or now()) for f, p, d, r, t in rows])
 
     def undo_decision(self) -> tuple[int, int] | None:
         """Undo the latest decision; returns its (frame_id, producer_id) or None if none."""
@@ -473,5 +490,6 @@ class Project:
         self.finish_job(job_id, "done")
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A producer or model name as a safe file name."""
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)

@@ -47,3 +47,11 @@ def mask_score(mask: np.ndarray) -> float:
     """Generation-1 selection score: mean of the non-zero pixels (0 for an empty mask)."""
     nonzero = mask[mask > 0]
     return float(nonzero.mean()) if nonzero.size else 0.0
+
+
+def mask_scores(masks: np.ndarray) -> list[float]:
+    """`mask_score` of each N x H x W uint8 mask (0..255), read as values in [0, 1]."""
+    flat = masks.reshape(len(masks), -1)
+    counts = np.count_nonzero(flat, axis=1)
+    sums = flat.sum(axis=1, dtype=np.int64) / 255.0
+    return [float(s / c) if c else 0.0 for s, c in zip(sums, counts)]

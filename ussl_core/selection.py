@@ -1,0 +1,124 @@
+"""Selection of the teacher's good masks (module C of the paper) and human decisions.
+
+Generation 1 scores a soft mask by the mean of its non-zero pixels (computed when the mask
+is stored). Selection keeps the top p percent by score, over the whole project or per
+video, or every mask above a score threshold. Human decisions override the score: approved
+masks are always kept, rejected ones never.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ussl_core.errors import UsslError
+from ussl_core.purity import n_kept, rank_best_first
+from ussl_core.store import Mask, Project
+
+DECISION_COLUMNS = ["video", "frame", "producer", "decision", "time", "reason"]
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    top_percent: float | None = 10.0   # the paper keeps the top 10 percent
+    threshold: float | None = None     # or every mask whose score is above this
+    per_video: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.top_percent is None) == (self.threshold is None):
+            raise ValueError("give exactly one of top_percent and threshold")
+        if self.top_percent is not None and not 0 < self.top_percent <= 100:
+            raise ValueError("top_percent must be in (0, 100]")
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    selection_id: int
+    n_selected: int
+    n_by_score: int
+    n_approved_added: int
+    n_rejected_removed: int
+
+
+def chosen_by_score(masks: list[Mask], settings: SelectionSettings) -> set[int]:
+    """Frame ids the score alone keeps."""
+    if settings.threshold is not None:
+        return {m.frame_id for m in masks if m.score > settings.threshold}
+    groups: dict[int | None, list[Mask]] = {}
+    for m in masks:
+        groups.setdefault(m.video_id if settings.per_video else None, []).append(m)
+    chosen: set[int] = set()
+    for group in groups.values():
+        order = rank_best_first(np.array([m.score for m in group]))
+        chosen.update(group[i].frame_id for i in order[: n_kept(settings.top_percent, len(group))])
+    return chosen
+
+
+def select(project: Project, producer_id: int, settings: SelectionSettings) -> SelectionResult:
+    """Compute and store the active selection (what training will use)."""
+    masks = project.masks(producer_id)
+    by_score = chosen_by_score(masks, settings)
+    decisions = project.decisions(producer_id)
+    approved = {f for (f, _), d in decisions.items() if d["decision"] == "approve"}
+    rejected = {f for (f, _), d in decisions.items() if d["decision"] == "reject"}
+    selected = (by_score | approved) - rejected
+    method, value = (("top_percent", settings.top_percent) if settings.threshold is None
+                     else ("threshold", settings.threshold))
+    selection_id = project.save_selection(
+        producer_id, method, float(value), settings.per_video, sorted(selected),
+        n_approved_added=len(approved - by_score), n_rejected_removed=len(rejected & by_score))
+    return SelectionResult(selection_id, len(selected), len(by_score),
+                           len(approved - by_score), len(rejected & by_score))
+
+
+def export_decisions(project: Project, path: Path) -> int:
+    """Write every current decision as CSV (video, frame, producer, decision, time, reason)."""
+    names = _frame_names(project)
+    producers = {p.id: p.name for p in project.producers()}
+    rows = sorted(project.decisions().items(), key=lambda item: item[1]["time"])
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(DECISION_COLUMNS)
+        for (frame_id, producer_id), d in rows:
+            video, frame = names[frame_id]
+            writer.writerow([video, frame, producers[producer_id], d["decision"], d["time"],
+                             d["reason"] or ""])
+    return len(rows)
+
+
+def import_decisions(project: Project, path: Path) -> int:
+    """Apply decisions from a CSV written by `export_decisions` (or by hand); all or nothing."""
+    lookup = {v: k for k, v in _frame_names(project).items()}
+    producers = {p.name: p.id for p in project.producers()}
+    parsed = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in DECISION_COLUMNS[:4] if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UsslError(f"{path}: missing column(s) {', '.join(missing)}; expected "
+                                f"{','.join(DECISION_COLUMNS)}")
+            for line, row in enumerate(reader, start=2):
+                frame_id = lookup.get((row["video"], row["frame"]))
+                if frame_id is None:
+                    raise UsslError(f"{path}, line {line}: no frame {row['frame']!r} of video "
+                                    f"{row['video']!r} in this project")
+                if row["producer"] not in producers:
+                    raise UsslError(f"{path}, line {line}: unknown producer {row['producer']!r}")
+                if row["decision"] not in ("approve", "reject", "clear"):
+                    raise UsslError(f"{path}, line {line}: decision must be approve, reject or "
+                                    f"clear, not {row['decision']!r}")
+                parsed.append((frame_id, producers[row["producer"]], row["decision"],
+                               row.get("reason") or None, row.get("time") or None))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsslError(f"{path}: cannot read decisions ({exc})") from None
+    project.set_decisions(parsed)
+    return len(parsed)
+
+
+def _frame_names(project: Project) -> dict[int, tuple[str, str]]:
+    videos = {v.id: v.name for v in project.videos()}
+    return {f.id: (videos[f.video_id], f.name) for f in project.frames()}

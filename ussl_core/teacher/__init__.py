@@ -1,0 +1,19 @@
+"""Teachers: VideoPCA (generation 1), MOG2 for comparison, and later the student pool."""
+
+from ussl_core.teacher.base import Teacher, mask_score
+from ussl_core.teacher.mog2 import MOG2Settings, MOG2Teacher
+from ussl_core.teacher.videopca import VideoPCASettings, VideoPCATeacher
+
+TEACHERS: dict[str, type[Teacher]] = {t.name: t for t in (VideoPCATeacher, MOG2Teacher)}
+
+
+def make_teacher(name: str, settings: dict | None = None) -> Teacher:
+    """A teacher by name, with settings given as a dict of its settings dataclass's fields."""
+    if name not in TEACHERS:
+        raise ValueError(f"unknown teacher {name!r}; choose from {', '.join(TEACHERS)}")
+    cls = TEACHERS[name]
+    return cls(cls.settings_type(**(settings or {})))
+
+
+__all__ = ["TEACHERS", "MOG2Settings", "MOG2Teacher", "Teacher", "VideoPCASettings",
+           "VideoPCATeacher", "make_teacher", "mask_score"]

@@ -1,0 +1,179 @@
+"""Run a teacher over every shot of a project, in parallel worker processes.
+
+Workers decode and compute; each writes its shot's shards under temporary names. The parent
+(the only writer of the catalog, holding the project lock) renames them and records the
+shot in one transaction as results arrive, so a kill at any moment loses at most the shots
+in flight, and a re-run skips every shot already recorded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ussl_core.errors import ProjectError
+from ussl_core.media import open_source
+from ussl_core.progress import CancelToken, Progress
+from ussl_core.store import Project, Shot
+from ussl_core.store.shards import commit_shard, read_shard, write_shard
+from ussl_core.teacher import make_teacher
+from ussl_core.teacher.base import mask_scores
+
+GENERATION = 1
+# Threads of the numeric libraries inside each worker: parallelism is across shots.
+_SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclass(frozen=True)
+class ShotTask:
+    shot_id: int
+    source: str
+    start: int
+    stop: int
+    working_size: tuple[int, int]
+    stored_frames: str | None   # committed frames shard to read instead of decoding
+    frames_target: str
+    masks_target: str
+    teacher: str
+    settings: dict
+
+
+@dataclass(frozen=True)
+class ShotResult:
+    shot_id: int
+    frames_tmp: str | None
+    masks_tmp: str
+    scores: list[float]
+    seconds: float
+
+
+def producer_name(teacher: str, generation: int = GENERATION) -> str:
+    return f"{teacher}@g{generation}"
+
+
+def compute_shot(task: ShotTask) -> ShotResult:
+    """Worker body: frames of one shot -> soft masks, both written as temporary shards."""
+    started = time.perf_counter()
+    frames_tmp = None
+    if task.stored_frames:
+        frames = read_shard(Path(task.stored_frames), "frames")
+    else:
+        source = open_source(task.source)
+        frames = np.stack(list(source.iter_frames(task.start, task.stop, task.working_size)))
+        frames_tmp = str(write_shard(Path(task.frames_target), "frames", frames))
+    soft = make_teacher(task.teacher, task.settings).shot_masks(frames)
+    masks = np.rint(soft * 255).astype(np.uint8)
+    scores = mask_scores(masks)
+    masks_tmp = write_shard(Path(task.masks_target), "masks", masks, compress=True)
+    return ShotResult(task.shot_id, frames_tmp, str(masks_tmp), scores,
+                      time.perf_counter() - started)
+
+
+def _worker_init() -> None:
+    # Teacher workers yield the CPU to interactive processes (the GUI, an editor).
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except Exception:  # pragma: no cover - cv2 is a hard dependency; be robust anyway
+        pass
+
+
+def run_teacher(project: Project, teacher: str = "videopca", settings: dict | None = None,
+                workers: int | None = None, replace: bool = False,
+                cancel: CancelToken | None = None) -> Iterator[Progress]:
+    """Compute the teacher's masks for every shot not done yet; yields progress per shot."""
+    project.require_writable()
+    instance = make_teacher(teacher, settings)  # validates name and settings early
+    settings_dict = instance.settings_dict()
+    name = producer_name(teacher)
+    _check_producer_settings(project, name, settings_dict, replace)
+    producer_id = project.ensure_producer(name, "teacher", GENERATION, settings_dict)
+    done = project.completed_shots(producer_id)
+    videos = {v.id: v for v in project.videos()}
+    shots = [s for s in project.shots() if videos[s.video_id].kind != "images"]
+    todo = [s for s in shots if s.id not in done]
+    total = sum(s.length for s in shots)
+    finished = sum(s.length for s in shots if s.id in done)
+    yield Progress(finished, total, f"{name}: {len(todo)} of {len(shots)} shots to do", stage="teacher")
+    if not todo:
+        return
+    # Longest shots first, so that no worker is left alone with a long shot at the end.
+    tasks = [_task(project, shot, videos[shot.video_id].source, name, teacher, settings_dict)
+             for shot in sorted(todo, key=lambda s: -s.length)]
+    by_id = {s.id: s for s in todo}
+    started = time.perf_counter()
+    for result in _results(tasks, workers or os.cpu_count() or 1, cancel):
+        shot = by_id[result.shot_id]
+        masks = commit_shard(Path(result.masks_tmp))
+        frames = commit_shard(Path(result.frames_tmp)) if result.frames_tmp else None
+        project.commit_shot_masks(producer_id, shot, masks, result.scores, frames)
+        finished += shot.length
+        rate = (finished - (total - sum(s.length for s in todo))) / (time.perf_counter() - started)
+        yield Progress(finished, total, f"{videos[shot.video_id].name} shot {shot.idx}",
+                       {"frames_per_s": rate}, stage="teacher")
+
+
+def _check_producer_settings(project: Project, name: str, settings: dict, replace: bool) -> None:
+    existing = {p.name: p for p in project.producers()}.get(name)
+    if existing is None:
+        return
+    if replace:
+        project.delete_producer(name)
+    elif existing.settings != settings and project.mask_count(existing.id):
+        raise ProjectError(
+            f"{project.root}: {name} masks already exist with other settings; "
+            "run with --replace to discard them and start again")
+
+
+def _task(project: Project, shot: Shot, source: str, producer: str, teacher: str,
+          settings: dict) -> ShotTask:
+    stored = str(project.abspath(shot.frames_shard)) if shot.frames_shard else None
+    return ShotTask(shot.id, str(project.abspath(source)), shot.start, shot.stop,
+                    project.working_size, stored, str(project.frames_shard_path(shot.id)),
+                    str(project.mask_shard_path(producer, shot.id)), teacher, settings)
+
+
+def _results(tasks: list[ShotTask], workers: int, cancel: CancelToken | None) -> Iterator[ShotResult]:
+    if workers <= 1:
+        for task in tasks:
+            if cancel:
+                cancel.raise_if_cancelled()
+            yield compute_shot(task)
+        return
+    saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
+    os.environ.update(_SINGLE_THREAD_ENV)  # inherited by the spawned workers
+    # spawn, not fork: a forked child inherits half-held locks (BLAS, HDF5, Qt, TensorFlow).
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    try:
+        pending: set[Future] = set()
+        queue = list(reversed(tasks))
+        while queue or pending:
+            # Keep only a couple of shots per worker in flight so cancel is quick.
+            while queue and len(pending) < 2 * workers:
+                pending.add(pool.submit(compute_shot, queue.pop()))
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+            if cancel and cancel.cancelled:
+                for future in pending:
+                    future.cancel()
+                cancel.raise_if_cancelled()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
