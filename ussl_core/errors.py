@@ -24,3 +24,7 @@ class ProjectError(UsslError):
 
 class ProjectLockedError(ProjectError):
     """Another process holds the project's write lock."""
+
+
+class SettingsError(UsslError, ValueError):
+    """A setting out of range or of the wrong kind (a CLI flag, a GUI form, a JSON value)."""

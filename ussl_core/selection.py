@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ussl_core.errors import UsslError
+from ussl_core.errors import SettingsError, UsslError
 from ussl_core.purity import n_kept, rank_best_first
 from ussl_core.store import Mask, Project
 
@@ -29,9 +29,9 @@ class SelectionSettings:
 
     def __post_init__(self) -> None:
         if (self.top_percent is None) == (self.threshold is None):
-            raise ValueError("give exactly one of top_percent and threshold")
+            raise SettingsError("give exactly one of top_percent and threshold")
         if self.top_percent is not None and not 0 < self.top_percent <= 100:
-            raise ValueError("top_percent must be in (0, 100]")
+            raise SettingsError(f"top percent must be in (0, 100], not {self.top_percent}")
 
 
 @dataclass(frozen=True)

@@ -481,7 +481,7 @@ class Project:
         job_id, log = self.start_job(kind, args)
         try:
             yield job_id, log
-        except Cancelled:
+        except (Cancelled, KeyboardInterrupt):
             self.finish_job(job_id, "cancelled", "cancelled by the user")
             raise
         except BaseException as exc:

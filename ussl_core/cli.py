@@ -1,0 +1,340 @@
+"""The `ussl` command: every step of the method, headless, with progress bars.
+
+Errors a user can cause print one line (`ussl: error: <file>: <cause>`) and exit 2; a
+cancelled step (Ctrl-C) keeps what it completed and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from ussl_core import __version__
+from ussl_core.errors import SettingsError, UsslError
+from ussl_core.progress import Cancelled, Progress
+
+EXIT_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+# ----------------------------------------------------------------------------- helpers
+_UNITS = {"teacher": "frame", "export": "mask", "add": "source"}
+
+
+def drive(events: Iterator[Progress], log: Path | None = None, quiet: bool = False) -> Progress | None:
+    """Run a step's progress generator with a tqdm bar; append its messages to the job log."""
+    from tqdm import tqdm
+
+    bar = None
+    last = None
+    log_file = open(log, "a", encoding="utf-8") if log else None
+    try:
+        for event in events:
+            last = event
+            if log_file:
+                log_file.write(f"{event.done}/{event.total} {event.message}\n")
+                log_file.flush()
+            if quiet:
+                continue
+            if bar is None:
+                bar = tqdm(total=event.total, desc=event.stage or "working",
+                           unit=_UNITS.get(event.stage, "step"), dynamic_ncols=True,
+                           file=sys.stderr, mininterval=0.2)
+            bar.total = event.total
+            bar.set_postfix_str(event.message[-60:], refresh=False)
+            bar.update(event.done - bar.n)  # redraws at most every mininterval
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_file:
+            log_file.close()
+    return last
+
+
+def _open(path: str, write: bool, holder: str):
+    from ussl_core.store import Project
+
+    return Project.open(path, write=write, holder=holder)
+
+
+def _holder(args: argparse.Namespace) -> str:
+    return f"ussl {args.command}"
+
+
+def _producer(project, name: str | None):
+    return project.producer(name) if name else project.default_producer()
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_init(args: argparse.Namespace) -> int:
+    from ussl_core.store import Project
+
+    Project.create(args.project).close()
+    print(f"created project {Path(args.project).resolve()}")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from ussl_core.ingest import SourceSpec, add_sources, davis_sources
+    from ussl_core.media import ShotSettings
+
+    specs: list[SourceSpec] = []
+    for source in args.sources:
+        if args.davis:
+            specs += davis_sources(source)
+        else:
+            gt = Path(args.ground_truth) if args.ground_truth else None
+            specs.append(SourceSpec(Path(source), gt, images=args.images))
+    shots = ShotSettings(max_shot_length=args.max_shot_length)
+    with _open(args.project, True, _holder(args)) as project:
+        with project.job("add", {"sources": args.sources, "davis": args.davis}) as (_, log):
+            drive(add_sources(project, specs, shots), log, args.quiet)
+        videos = project.videos()
+        print(f"{len(videos)} video(s), {sum(v.frame_count for v in videos)} frames in the project")
+    return 0
+
+
+def project_status(project) -> dict:
+    """What the project holds and where it stands (also what `ussl status --json` prints)."""
+    videos = project.videos()
+    producers = []
+    for p in project.producers():
+        producers.append({"name": p.name, "kind": p.kind, "generation": p.generation,
+                          "masks": project.mask_count(p.id)})
+    decisions = project.decisions()
+    selection = project.active_selection()
+    running = [j for j in project.jobs() if j["status"] == "running"]
+    holder = project.lock_holder()
+    return {
+        "project": str(project.root),
+        "videos": len(videos),
+        "videos_with_ground_truth": sum(1 for v in videos if v.gt_source),
+        "frames": sum(v.frame_count for v in videos),
+        "shots": len(project.shots()),
+        "producers": producers,
+        "selection": None if selection is None else {
+            "producer": next(p.name for p in project.producers() if p.id == selection["producer_id"]),
+            "method": selection["method"], "value": selection["value"],
+            "per_video": bool(selection["per_video"]), "size": selection["n_selected"],
+            "approved_added": selection["n_approved_added"],
+            "rejected_removed": selection["n_rejected_removed"]},
+        "decisions": {"approve": sum(1 for d in decisions.values() if d["decision"] == "approve"),
+                      "reject": sum(1 for d in decisions.values() if d["decision"] == "reject")},
+        "models": sorted(p.stem for p in (project.root / "models").glob("*.keras")),
+        "running_job": (running[0]["kind"] if running and holder else None),
+        "lock_holder": holder,
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open(args.project, False, _holder(args)) as project:
+        status = project_status(project)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"project   {status['project']}")
+    print(f"videos    {status['videos']} ({status['videos_with_ground_truth']} with ground truth), "
+          f"{status['shots']} shots, {status['frames']} frames")
+    for p in status["producers"]:
+        print(f"masks     {p['name']:<20} {p['masks']:>8}  ({p['kind']}, generation {p['generation']})")
+    sel = status["selection"]
+    print("selection " + ("none yet" if sel is None else
+                          f"{sel['size']} masks of {sel['producer']} ({sel['method']} {sel['value']:g}"
+                          f"{', per video' if sel['per_video'] else ''}; +{sel['approved_added']} approved,"
+                          f" -{sel['rejected_removed']} rejected)"))
+    print(f"decisions {status['decisions']['approve']} approved, {status['decisions']['reject']} rejected")
+    print(f"models    {', '.join(status['models']) or 'none yet'}")
+    if status["lock_holder"]:
+        h = status["lock_holder"]
+        print(f"running   {h.get('holder')} (pid {h.get('pid')}, since {h.get('since')})")
+    return 0
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from ussl_core.teacher.runner import run_teacher
+
+    try:
+        settings = json.loads(args.settings) if args.settings else None
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"--settings is not valid JSON ({exc})") from None
+    with _open(args.project, True, _holder(args)) as project:
+        job_args = {"teacher": args.teacher, "workers": args.workers, "settings": settings}
+        with project.job("teacher", job_args) as (_, log):
+            last = drive(run_teacher(project, args.teacher, settings, args.workers, args.replace),
+                         log, args.quiet)
+        rate = last.metrics.get("frames_per_s") if last else None
+        print(f"{args.teacher}: masks for {last.done if last else 0} frames"
+              + (f" ({rate:.0f} frames/s)" if rate else ""))
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from ussl_core.selection import SelectionSettings, select
+
+    settings = SelectionSettings(top_percent=None if args.threshold is not None else args.top_percent,
+                                 threshold=args.threshold, per_video=args.per_video)
+    with _open(args.project, True, _holder(args)) as project:
+        producer = _producer(project, args.producer)
+        result = select(project, producer.id, settings)
+    print(f"selected {result.n_selected} masks of {producer.name} ({result.n_by_score} by score, "
+          f"+{result.n_approved_added} approved, -{result.n_rejected_removed} rejected)")
+    return 0
+
+
+def cmd_purity(args: argparse.Namespace) -> int:
+    from ussl_core.purity import plot_curve, purity_curve, write_per_video_csv
+
+    with _open(args.project, False, _holder(args)) as project:
+        producer = _producer(project, args.producer)
+        curve = purity_curve(project, producer.id)
+        if args.plot:
+            plot_curve(curve, Path(args.plot), f"Purity of {producer.name} ({curve.n_masks} masks)")
+        if args.per_video:
+            write_per_video_csv(project, producer.id, Path(args.per_video))
+    if args.json:
+        print(json.dumps({"producer": producer.name, **curve.to_json()}))
+        return 0
+    print(f"purity of {producer.name} from {curve.source.replace('_', ' ')} ({curve.n_masks} masks)")
+    for p in (1, 2, 5, 10, 20, 30, 50, 75, 100):
+        i = p - 1
+        if curve.source == "ground_truth":
+            print(f"  top {p:>3}%  kept {curve.n_kept[i]:>6}  mean IoU {curve.mean_iou[i]:.3f}  "
+                  f"CorLoc {curve.corloc[i]:.3f}")
+        else:
+            share = curve.approved_share[i]
+            print(f"  top {p:>3}%  kept {curve.n_kept[i]:>6}  audited {curve.n_audited[i]:>5}  "
+                  f"approved {'-' if share is None else f'{share:.3f}'}")
+    return 0
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    from ussl_core.selection import export_decisions, import_decisions
+
+    if args.export:
+        with _open(args.project, False, _holder(args)) as project:
+            n = export_decisions(project, Path(args.export))
+        print(f"exported {n} decisions to {args.export}")
+    else:
+        with _open(args.project, True, _holder(args)) as project:
+            n = import_decisions(project, Path(args.import_))
+        print(f"imported {n} decisions from {args.import_}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ussl_core.export import export_masks
+
+    with _open(args.project, False, _holder(args)) as project:
+        producer = _producer(project, args.producer)
+        last = drive(export_masks(project, producer.id, Path(args.masks)), None, args.quiet)
+    print(f"exported {last.done if last else 0} masks of {producer.name} to {args.masks}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ussl_core.evaluate import evaluate_folders
+
+    result = evaluate_folders(Path(args.pred), Path(args.gt))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for key, value in result.items():
+        print(f"{key:24} {value:.4f}" if isinstance(value, float) else f"{key:24} {value}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ussl", description="Unsupervised learning of foreground segmentation from video "
+                                 "(Croitoru, Bogolin & Leordeanu, IJCV 2019).")
+    parser.add_argument("--version", action="version", version=f"ussl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("init", cmd_init, "create an empty project folder")
+    p.add_argument("project")
+
+    p = command("add", cmd_add, "add video files, frame folders or image folders to a project")
+    p.add_argument("project")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--ground-truth", metavar="DIR",
+                   help="ground-truth masks named like the frames (DIR/<frame>.png or DIR/<video>/<frame>.png)")
+    p.add_argument("--davis", action="store_true",
+                   help="each SOURCE is a DAVIS root: add every shot and its annotations")
+    p.add_argument("--images", action="store_true",
+                   help="the folders hold unrelated images (unlabeled data), not video frames")
+    p.add_argument("--max-shot-length", type=int, default=300, metavar="N")
+    p.add_argument("--quiet", action="store_true")
+
+    p = command("status", cmd_status, "what the project holds and where it stands")
+    p.add_argument("project")
+    p.add_argument("--json", action="store_true")
+
+    p = command("teacher", cmd_teacher, "compute the teacher's soft masks for every shot")
+    p.add_argument("project")
+    p.add_argument("--teacher", default="videopca", choices=["videopca", "mog2"])
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="worker processes (default: the number of cores)")
+    p.add_argument("--settings", metavar="JSON", help='teacher settings, e.g. \'{"n_components": 5}\'')
+    p.add_argument("--replace", action="store_true",
+                   help="discard this teacher's existing masks and compute them again")
+    p.add_argument("--quiet", action="store_true")
+
+    p = command("select", cmd_select, "select the best masks for training (decisions override)")
+    p.add_argument("project")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--top-percent", type=float, metavar="P")
+    group.add_argument("--threshold", type=float, metavar="T")
+    p.add_argument("--per-video", action="store_true", help="top P percent of each video")
+    p.add_argument("--producer", help="whose masks (default: the first teacher)")
+
+    p = command("purity", cmd_purity, "purity of the kept masks as selection gets stricter")
+    p.add_argument("project")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", metavar="FILE.png")
+    p.add_argument("--per-video", metavar="CSV")
+    p.add_argument("--producer")
+
+    p = command("decisions", cmd_decisions, "export or import human approve/reject decisions as CSV")
+    p.add_argument("project")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--export", metavar="CSV")
+    group.add_argument("--import", dest="import_", metavar="CSV")
+
+    p = command("export", cmd_export, "write masks as 8-bit PNGs at the frames' original size")
+    p.add_argument("project")
+    p.add_argument("--masks", required=True, metavar="DIR")
+    p.add_argument("--producer")
+    p.add_argument("--quiet", action="store_true")
+
+    p = command("evaluate", cmd_evaluate, "score soft masks against ground truth (all metrics)")
+    p.add_argument("--pred", required=True, metavar="DIR")
+    p.add_argument("--gt", required=True, metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsslError as exc:
+        print(f"ussl: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (KeyboardInterrupt, Cancelled):
+        print("ussl: cancelled; completed work is kept, run the same command again to continue",
+              file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
