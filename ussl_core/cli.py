@@ -247,6 +247,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ussl_core.demo import run_demo
+    from ussl_core.ingest import SourceSpec, davis_sources
+
+    sources = None
+    if args.videos:
+        sources = []
+        for source in args.videos:
+            sources += davis_sources(source) if args.davis else [SourceSpec(Path(source))]
+    out = Path(args.out)
+    drive(run_demo(out, sources, args.workers), None, args.quiet)
+    print((out / "report" / "summary.json").read_text())
+    print(f"report: {out / 'report'}   project: {out / 'project'} (open it with `ussl-gui {out / 'project'}`)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -320,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, metavar="DIR")
     p.add_argument("--gt", required=True, metavar="DIR")
     p.add_argument("--json", action="store_true")
+    p = command("demo", cmd_demo, "run the method end to end on the embedded sample (or given videos)")
+    p.add_argument("--out", default="ussl-demo", metavar="DIR")
+    p.add_argument("--videos", nargs="+", metavar="SOURCE")
+    p.add_argument("--davis", action="store_true", help="the --videos are DAVIS roots")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
+    p.add_argument("--quiet", action="store_true")
     return parser
 
 

@@ -17,6 +17,10 @@ class MediaError(UsslError):
         self.cause = cause
         super().__init__(f"{self.path}: {cause}")
 
+    def __reduce__(self):
+        # Rebuilt from (path, cause), not from args: worker processes send it to the parent.
+        return type(self), (self.path, self.cause)
+
 
 class ProjectError(UsslError):
     """A project folder that is missing, not a project, or in a state that forbids the step."""

@@ -140,8 +140,14 @@ class Project:
                 for sub in ("arrays", "models", "logs", "cache"):
                     (root / sub).mkdir(exist_ok=True)
                 remove_temporaries(root / "arrays")
-            elif catalog.schema_version(conn) != catalog.SCHEMA_VERSION:
-                raise ProjectError(f"{root}: project needs an upgrade; open it once for writing")
+            else:
+                version = catalog.schema_version(conn)
+                if version > catalog.SCHEMA_VERSION:
+                    raise ProjectError(
+                        f"{path}: project schema version {version} is newer than this ussl "
+                        f"understands ({catalog.SCHEMA_VERSION}); update ussl")
+                if version != catalog.SCHEMA_VERSION:
+                    raise ProjectError(f"{root}: project needs an upgrade; open it once for writing")
         except BaseException:
             if lock:
                 lock.release()

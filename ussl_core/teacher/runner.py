@@ -13,12 +13,13 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ussl_core.errors import ProjectError
+from ussl_core.errors import ProjectError, UsslError
 from ussl_core.media import open_source
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project, Shot
@@ -165,7 +166,14 @@ def _results(tasks: list[ShotTask], workers: int, cancel: CancelToken | None) ->
                 pending.add(pool.submit(compute_shot, queue.pop()))
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for future in finished:
-                yield future.result()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise UsslError(
+                        "a teacher worker process ended abruptly (killed, or out of memory); "
+                        "completed shots are kept, run the same command again to continue"
+                    ) from None
+                yield result
             if cancel and cancel.cancelled:
                 for future in pending:
                     future.cancel()
