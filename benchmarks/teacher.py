@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ussl_core.ingest import add_sources, davis_sources  # noqa: E402
@@ -35,10 +37,15 @@ def decode_only_rate(project: Project, limit: int | None) -> tuple[int, float]:
         folder = project.abspath(video.source)
         files += sorted(folder.iterdir())
     files = [f for f in files if f.suffix.lower() in (".jpg", ".jpeg", ".png")][:limit]
-    started = time.perf_counter()
-    for f in files:
-        resize_rgb(read_image(f), project.working_size)
-    return len(files), len(files) / (time.perf_counter() - started)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # one core, as the teacher's workers run
+    try:
+        started = time.perf_counter()
+        for f in files:
+            resize_rgb(read_image(f), project.working_size)
+        return len(files), len(files) / (time.perf_counter() - started)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def main() -> None:

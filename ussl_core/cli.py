@@ -167,8 +167,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
             last = drive(run_teacher(project, args.teacher, settings, args.workers, args.replace),
                          log, args.quiet)
         rate = last.metrics.get("frames_per_s") if last else None
-        print(f"{args.teacher}: masks for {last.done if last else 0} frames"
-              + (f" ({rate:.0f} frames/s)" if rate else ""))
+        print(f"{args.teacher}: masks for {last.done if last else 0} of {last.total if last else 0} frames"
+              + (f" ({rate:.0f} frames/s this run)" if rate else " (nothing left to do)"))
     return 0
 
 
@@ -347,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # FFmpeg and OpenCV print their own lines about a bad file ("moov atom not found") on
+    # stderr next to our one-line error; quiet unless the user sets these variables.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     try:
         return args.func(args)
     except UsslError as exc:

@@ -78,8 +78,11 @@ def mask_gt_stats(project: Project, producer_id: int) -> list[MaskStats]:
     masks = [m for m in project.masks(producer_id) if m.frame_id in gt_of]
     if not masks:
         return []
-    key = hashlib.sha1(repr([(m.frame_id, m.shard, m.row, m.score, gt_of[m.frame_id])
-                             for m in masks]).encode()).hexdigest()[:16]
+    # The key changes whenever a mask, its shard file or its ground truth changes.
+    shard_times = {s: project.abspath(s).stat().st_mtime_ns for s in {m.shard for m in masks}}
+    key = hashlib.sha1(repr([producer_id, sorted(shard_times.items())] +
+                            [(m.frame_id, m.shard, m.row, m.score, gt_of[m.frame_id]) for m in masks]
+                            ).encode()).hexdigest()[:16]
     name = next(p.name for p in project.producers() if p.id == producer_id)
     cache = project.root / "cache" / f"gt_stats_{slug(name)}_{key}.npz"
     if cache.exists():

@@ -133,6 +133,7 @@ class Project:
         if write:
             lock = ProjectLock(root, holder)
             lock.acquire()
+        conn = None
         try:
             conn = catalog.connect(path)
             if write:
@@ -149,6 +150,8 @@ class Project:
                 if version != catalog.SCHEMA_VERSION:
                     raise ProjectError(f"{root}: project needs an upgrade; open it once for writing")
         except BaseException:
+            if conn is not None:
+                conn.close()
             if lock:
                 lock.release()
             raise

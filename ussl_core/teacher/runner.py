@@ -101,6 +101,7 @@ def run_teacher(project: Project, teacher: str = "videopca", settings: dict | No
     _check_producer_settings(project, name, settings_dict, replace)
     producer_id = project.ensure_producer(name, "teacher", GENERATION, settings_dict)
     done = project.completed_shots(producer_id)
+    _remove_orphan_shards(project, name, done)
     videos = {v.id: v for v in project.videos()}
     shots = [s for s in project.shots() if videos[s.video_id].kind != "images"]
     todo = [s for s in shots if s.id not in done]
@@ -125,16 +126,30 @@ def run_teacher(project: Project, teacher: str = "videopca", settings: dict | No
                        {"frames_per_s": rate}, stage="teacher")
 
 
+def _remove_orphan_shards(project: Project, producer: str, done: set[int]) -> None:
+    """Delete mask shards a kill left renamed but never recorded in the catalog."""
+    recorded = {project.mask_shard_path(producer, shot_id).name for shot_id in done}
+    folder = project.mask_shard_path(producer, 0).parent
+    if folder.is_dir():
+        for shard in folder.glob("shot_*.h5"):
+            if shard.name not in recorded:
+                shard.unlink()
+
+
 def _check_producer_settings(project: Project, name: str, settings: dict, replace: bool) -> None:
     existing = {p.name: p for p in project.producers()}.get(name)
     if existing is None:
         return
     if replace:
         project.delete_producer(name)
-    elif existing.settings != settings and project.mask_count(existing.id):
-        raise ProjectError(
-            f"{project.root}: {name} masks already exist with other settings; "
-            "run with --replace to discard them and start again")
+    elif existing.settings != settings:
+        if project.mask_count(existing.id):
+            raise ProjectError(
+                f"{project.root}: {name} masks already exist with other settings; "
+                "run with --replace to discard them and start again")
+        # No masks yet under the old settings: start afresh, so that the recorded settings
+        # are the ones the masks are computed with.
+        project.delete_producer(name)
 
 
 def _task(project: Project, shot: Shot, source: str, producer: str, teacher: str,
@@ -165,15 +180,18 @@ def _results(tasks: list[ShotTask], workers: int, cancel: CancelToken | None) ->
             while queue and len(pending) < 2 * workers:
                 pending.add(pool.submit(compute_shot, queue.pop()))
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            # Hand over every shot that succeeded before raising a failure, so none is lost.
+            failures = [f for f in finished if f.exception() is not None]
             for future in finished:
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
+                if future.exception() is None:
+                    yield future.result()
+            if failures:
+                if isinstance(failures[0].exception(), BrokenProcessPool):
                     raise UsslError(
                         "a teacher worker process ended abruptly (killed, or out of memory); "
                         "completed shots are kept, run the same command again to continue"
                     ) from None
-                yield result
+                raise failures[0].exception()
             if cancel and cancel.cancelled:
                 for future in pending:
                     future.cancel()

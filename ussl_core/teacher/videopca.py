@@ -121,7 +121,8 @@ def _bin_tables(x_bins: int, y_bins: int, value_bins: int) -> tuple[np.ndarray, 
     y = np.minimum(((sat * np.sin(hue) + 1) / 2 * y_bins).astype(np.int32), y_bins - 1)
     dtype = np.uint16 if x_bins * y_bins * value_bins <= 65536 else np.int32
     hue_sat = ((x * y_bins + y) * value_bins).astype(dtype)
-    value = np.minimum(np.arange(256) * value_bins // 256, value_bins - 1).astype(dtype)
+    val = np.arange(256, dtype=np.float64) / 255.0
+    value = np.minimum((val * value_bins).astype(np.int32), value_bins - 1).astype(dtype)
     return hue_sat, value
 
 

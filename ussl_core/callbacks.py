@@ -1,0 +1,87 @@
+"""Keras callbacks that turn `fit` into ussl progress events (imports Keras)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+
+import keras
+import numpy as np
+
+from ussl_core.models.io import save_model_atomic
+from ussl_core.progress import CancelToken, Cancelled, Progress
+
+
+def is_collapsed(predictions: np.ndarray, targets: np.ndarray, ratio: float) -> bool:
+    """True when the predicted masks vary far less than their targets: a near-constant output."""
+    return float(np.std(predictions)) < ratio * float(np.std(targets))
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Puts a progress event on the queue after every batch; stops within one batch on cancel."""
+
+    def __init__(self, events: queue.Queue, cancel: CancelToken, name: str, steps: int,
+                 total: int, first_epoch: int) -> None:
+        super().__init__()
+        self.events, self.cancel, self.name = events, cancel, name
+        self.steps, self.total, self.epoch = steps, total, first_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.epoch * self.steps + batch + 1
+        loss = float((logs or {}).get("loss", float("nan")))
+        self.events.put(("progress", Progress(
+            done, self.total, f"{self.name} epoch {self.epoch + 1} batch {batch + 1}/{self.steps}",
+            {"event": "batch", "epoch": self.epoch + 1, "batch": batch + 1, "loss": loss},
+            stage="train")))
+        if self.cancel.cancelled:
+            raise Cancelled()
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """After every epoch: a resumable checkpoint, an epoch event, and a collapse check."""
+
+    # Collapse must persist this many epochs: an untrained net also looks constant at first.
+    COLLAPSE_PATIENCE = 2
+
+    def __init__(self, paths: dict, state: dict, collapse_ratio: float, events: queue.Queue,
+                 name: str, probe: tuple, steps: int, total: int) -> None:
+        super().__init__()
+        self.paths, self.state, self.collapse_ratio = paths, state, collapse_ratio
+        self.events, self.name = events, name
+        self.probe_images, self.probe_targets = np.asarray(probe[0]), np.asarray(probe[1])
+        self.steps, self.total = steps, total
+        self.flat_epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        record = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan")))}
+        if "val_loss" in logs:
+            record["val_loss"] = float(logs["val_loss"])
+        predictions = np.asarray(self.model(self.probe_images, training=False))
+        record["mean_prediction"] = float(predictions.mean())
+        record["prediction_std"] = float(predictions.std())
+        self.state["history"].append(record)
+        self.state["epoch"] = epoch + 1
+        save_model_atomic(self.model, self.paths["checkpoint"])
+        tmp = self.paths["state"].with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, self.paths["state"])
+        done = (epoch + 1) * self.steps
+        val = f", val {record['val_loss']:.4f}" if "val_loss" in record else ""
+        self.events.put(("progress", Progress(
+            done, self.total, f"{self.name} epoch {epoch + 1}: loss {record['loss']:.4f}{val}",
+            {"event": "epoch", **record}, stage="train")))
+        collapsed = is_collapsed(predictions, self.probe_targets, self.collapse_ratio)
+        self.flat_epochs = self.flat_epochs + 1 if collapsed else 0
+        if self.flat_epochs == self.COLLAPSE_PATIENCE:
+            self.state["collapsed_at_epoch"] = epoch + 1
+            self.events.put(("progress", Progress(
+                done, self.total,
+                f"{self.name} collapsed after epoch {epoch + 1}: every prediction is about "
+                f"{record['mean_prediction']:.3f} (spread {record['prediction_std']:.4f}); the "
+                "selected masks may be too sparse, or the learning rate too high",
+                {"event": "collapse", **record}, stage="train")))

@@ -1,0 +1,38 @@
+"""Saving and loading `.keras` models safely."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ussl_core.errors import UsslError
+
+
+def save_model_atomic(model, path: Path) -> None:
+    """Save to a temporary name in the same folder, then rename: never a half-written model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: Path, compile: bool = False):
+    """Load a `.keras` model with safe_mode=True: a Lambda layer (arbitrary code) is refused."""
+    import keras
+
+    import ussl_core.models.layers  # noqa: F401  registers the custom layers
+
+    path = Path(path)
+    if not path.exists():
+        raise UsslError(f"{path}: model file does not exist")
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except ValueError as exc:
+        text = str(exc)
+        if "Lambda" in text or "safe_mode" in text or "unsafe" in text.lower():
+            raise UsslError(f"{path}: refused: the model contains a Lambda layer (arbitrary Python "
+                            "code); ussl loads only models made of registered layers") from None
+        raise UsslError(f"{path}: not a loadable ussl model ({text.splitlines()[0]})") from None
+    except (OSError, KeyError) as exc:
+        raise UsslError(f"{path}: not a readable .keras model ({exc})") from None

@@ -1,0 +1,58 @@
+"""Custom layers of the ussl models, registered so `.keras` files load with safe_mode=True."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+FEATURES = ("rgb", "hsv", "hue_saturation", "derivatives")
+
+
+@keras.saving.register_keras_serializable(package="ussl")
+class ImageFeatures(keras.layers.Layer):
+    """The input features of the paper, computed inside the model from a plain RGB image.
+
+    Input: RGB in [0, 255] (any float dtype). Output: the chosen features concatenated on the
+    channel axis: "rgb" (scaled to [0, 1]), "hsv" (3), "hue_saturation" (cos H * S, sin H * S,
+    so that hue is continuous), "derivatives" (x and y central differences of the intensity).
+    """
+
+    def __init__(self, features: tuple[str, ...] | list[str] = ("rgb",), **kwargs) -> None:
+        super().__init__(**kwargs)
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown or not features:
+            raise ValueError(f"features must be a non-empty subset of {FEATURES}, not {features}")
+        self.features = tuple(features)
+
+    def compute_output_shape(self, input_shape):
+        channels = {"rgb": 3, "hsv": 3, "hue_saturation": 2, "derivatives": 2}
+        return (*input_shape[:-1], sum(channels[f] for f in self.features))
+
+    def call(self, images):
+        rgb = ops.cast(images, self.compute_dtype) / 255.0
+        parts = []
+        for feature in self.features:
+            if feature == "rgb":
+                parts.append(rgb)
+            elif feature == "hsv":
+                parts.append(ops.image.rgb_to_hsv(rgb))
+            elif feature == "hue_saturation":
+                hsv = ops.image.rgb_to_hsv(rgb)
+                angle = hsv[..., 0:1] * (2.0 * 3.141592653589793)
+                parts.append(ops.concatenate([ops.cos(angle) * hsv[..., 1:2],
+                                              ops.sin(angle) * hsv[..., 1:2]], axis=-1))
+            else:
+                parts.append(_intensity_derivatives(rgb))
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "features": list(self.features)}
+
+
+def _intensity_derivatives(rgb):
+    """Central differences of the mean intensity along x and y, zero-padded to the same size."""
+    grey = ops.mean(rgb, axis=-1, keepdims=True)
+    padded = ops.pad(grey, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")
+    dx = (padded[:, 1:-1, 2:, :] - padded[:, 1:-1, :-2, :]) * 0.5
+    dy = (padded[:, 2:, 1:-1, :] - padded[:, :-2, 1:-1, :]) * 0.5
+    return ops.concatenate([dx, dy], axis=-1)

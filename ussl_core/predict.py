@@ -1,0 +1,127 @@
+"""Segmenting images with trained students, Multi-Net or MultiSelect-Net (imports TensorFlow).
+
+Models are loaded once. Interactive use calls each model through a compiled function on one
+image (much cheaper than `model.predict` per call); batches go through the same function.
+Student outputs are linear (see models.builders) and are clipped to [0, 1] here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ussl_core.ensemble import COMMON_SIZE, multi_net, resize_mask
+from ussl_core.errors import UsslError
+from ussl_core.media import resize_rgb
+
+
+def clip_unit(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0.0, 1.0)
+
+
+@dataclass
+class Segmentation:
+    """One image's result: the chosen soft mask at image size, and every student's mask."""
+    mask: np.ndarray
+    method: str
+    student_masks: dict[str, np.ndarray] = field(default_factory=dict)  # at COMMON_SIZE
+    evalseg_scores: dict[str, float] = field(default_factory=dict)
+    chosen: str | None = None   # MultiSelect-Net's pick
+
+
+class LoadedModel:
+    """A `.keras` model with its card and a compiled single-batch call."""
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        from ussl_core.models.io import load_model
+
+        self.path = Path(path)
+        self.model = load_model(self.path)
+        card = self.path.with_suffix(".json")
+        self.card = json.loads(card.read_text()) if card.exists() else {}
+        self.name = self.card.get("name", self.path.stem)
+        self.architecture = self.card.get("architecture", self.model.name)
+        self.input_size = int(self.model.inputs[0].shape[1])
+        self._call = tf.function(lambda *x: self.model(list(x) if len(x) > 1 else x[0], training=False),
+                                 reduce_retracing=True)
+
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(self._call(*[np.asarray(i, np.float32) for i in inputs]))
+
+
+class Segmenter:
+    """Students (+ optional EvalSeg-Net) loaded once; segments images one by one or in batches."""
+
+    def __init__(self, students: list[Path], evalseg: Path | None = None) -> None:
+        if not students:
+            raise UsslError("no student models to segment with; train one with `ussl train`")
+        self.students = [LoadedModel(p) for p in students]
+        self.evalseg = LoadedModel(evalseg) if evalseg else None
+
+    @classmethod
+    def from_project(cls, project_root: Path, generation: int | None = None) -> "Segmenter":
+        """The latest generation's students and EvalSeg-Net of a project (or of a models folder)."""
+        models = Path(project_root) / "models" if (Path(project_root) / "models").is_dir() else Path(project_root)
+        cards = [json.loads(p.read_text()) | {"path": p.with_suffix(".keras")}
+                 for p in sorted(models.glob("*.json")) if p.with_suffix(".keras").exists()]
+        if not cards:
+            raise UsslError(f"{project_root}: no trained models; train one with `ussl train`")
+        generation = generation or max(c.get("generation", 1) for c in cards)
+        chosen = [c for c in cards if c.get("generation", 1) == generation]
+        students = [c["path"] for c in chosen if c.get("architecture") != "evalseg"]
+        evalseg = next((c["path"] for c in chosen if c.get("architecture") == "evalseg"), None)
+        return cls(students, evalseg)
+
+    def student_masks(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Each student's soft mask of each image, at COMMON_SIZE x COMMON_SIZE."""
+        out: list[dict[str, np.ndarray]] = [{} for _ in images]
+        for student in self.students:
+            batch = np.stack([resize_rgb(im, (student.input_size, student.input_size)) for im in images])
+            predictions = clip_unit(student(batch)[..., 0])
+            for i, p in enumerate(predictions):
+                out[i][student.name] = resize_mask(p, COMMON_SIZE)
+        return out
+
+    def evalseg_scores(self, image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+        if self.evalseg is None:
+            return {}
+        size = self.evalseg.input_size
+        small = resize_rgb(image, (size, size))
+        names = list(masks)
+        images = np.repeat(small[None], len(names), axis=0)
+        candidates = np.stack([resize_mask(masks[n], size)[..., None] for n in names])
+        scores = self.evalseg(images, candidates)[:, 0]
+        return {n: float(s) for n, s in zip(names, scores)}
+
+    def segment(self, images: list[np.ndarray], method: str = "multi") -> list[Segmentation]:
+        """Soft masks at each image's own size by a student's name or architecture, 'multi'
+        (Multi-Net: product of the students) or 'multiselect' (the student EvalSeg-Net rates best)."""
+        results = []
+        for image, masks in zip(images, self.student_masks(images)):
+            scores = self.evalseg_scores(image, masks) if method == "multiselect" or self.evalseg else {}
+            chosen = None
+            if method == "multi":
+                soft = multi_net(list(masks.values()))
+            elif method == "multiselect":
+                if not scores:
+                    raise UsslError("MultiSelect-Net needs an EvalSeg-Net; train one with `ussl evalseg`")
+                chosen = max(scores, key=scores.get)
+                soft = masks[chosen]
+            else:
+                soft = masks[self._student_name(method)]
+            full = resize_mask(soft, (image.shape[1], image.shape[0]))
+            results.append(Segmentation(full, method, masks, scores, chosen))
+        return results
+
+    def _student_name(self, key: str) -> str:
+        for s in self.students:
+            if key in (s.name, s.architecture):
+                return s.name
+        known = ", ".join(s.name for s in self.students)
+        raise UsslError(f"no student {key!r} among the loaded models ({known}); "
+                        "use multi, multiselect or one of these")
