@@ -48,11 +48,10 @@ class CheckpointCallback(keras.callbacks.Callback):
     COLLAPSE_PATIENCE = 2
 
     def __init__(self, paths: dict, state: dict, collapse_ratio: float, events: queue.Queue,
-                 name: str, probe: tuple, steps: int, total: int) -> None:
+                 name: str, probe: tuple | None, steps: int, total: int) -> None:
         super().__init__()
         self.paths, self.state, self.collapse_ratio = paths, state, collapse_ratio
-        self.events, self.name = events, name
-        self.probe_images, self.probe_targets = np.asarray(probe[0]), np.asarray(probe[1])
+        self.events, self.name, self.probe = events, name, probe
         self.steps, self.total = steps, total
         self.flat_epochs = 0
 
@@ -61,9 +60,10 @@ class CheckpointCallback(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan")))}
         if "val_loss" in logs:
             record["val_loss"] = float(logs["val_loss"])
-        predictions = np.asarray(self.model(self.probe_images, training=False))
-        record["mean_prediction"] = float(predictions.mean())
-        record["prediction_std"] = float(predictions.std())
+        if self.probe is not None:
+            predictions = np.asarray(self.model(self.probe[0], training=False))
+            record["mean_prediction"] = float(predictions.mean())
+            record["prediction_std"] = float(predictions.std())
         self.state["history"].append(record)
         self.state["epoch"] = epoch + 1
         save_model_atomic(self.model, self.paths["checkpoint"])
@@ -75,7 +75,8 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.events.put(("progress", Progress(
             done, self.total, f"{self.name} epoch {epoch + 1}: loss {record['loss']:.4f}{val}",
             {"event": "epoch", **record}, stage="train")))
-        collapsed = is_collapsed(predictions, self.probe_targets, self.collapse_ratio)
+        collapsed = self.probe is not None and is_collapsed(
+            predictions, np.asarray(self.probe[1]), self.collapse_ratio)
         self.flat_epochs = self.flat_epochs + 1 if collapsed else 0
         if self.flat_epochs == self.COLLAPSE_PATIENCE:
             self.state["collapsed_at_epoch"] = epoch + 1

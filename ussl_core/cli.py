@@ -263,6 +263,95 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_settings(args: argparse.Namespace):
+    from ussl_core.training import TrainingSettings
+
+    return TrainingSettings(epochs=args.epochs, batch_size=args.batch_size,
+                            learning_rate=args.learning_rate, seed=args.seed,
+                            tensorboard=args.tensorboard)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ussl_core.models import STUDENTS
+    from ussl_core.training import load_selection, train_student
+
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    unknown = [a for a in archs if a not in STUDENTS]
+    if unknown:
+        raise SettingsError(f"unknown architecture(s) {', '.join(unknown)}; choose from {', '.join(STUDENTS)}")
+    settings = _training_settings(args)
+    with _open(args.project, True, _holder(args)) as project:
+        data = load_selection(project)  # read once, shared by every architecture of the job
+        for arch in archs:
+            with project.job("train", {"arch": arch, "preset": args.preset, **vars(settings)}) as (_, log):
+                last = drive(_report_collapse(train_student(project, arch, args.preset, settings,
+                                                            resume=args.resume, data=data)),
+                             log, args.quiet)
+            print(last.message if last else f"{arch}: nothing to do")
+    return 0
+
+
+def _report_collapse(events):
+    """Collapse events are printed as they happen, above the progress bar."""
+    for event in events:
+        if event.metrics.get("event") == "collapse":
+            print(f"ussl: warning: {event.message}", file=sys.stderr)
+        yield event
+
+
+def cmd_evalseg(args: argparse.Namespace) -> int:
+    from ussl_core.evalseg import train_evalseg
+
+    settings = _training_settings(args)
+    with _open(args.project, True, _holder(args)) as project:
+        with project.job("evalseg", {"preset": args.preset, **vars(settings)}) as (_, log):
+            last = drive(train_evalseg(project, args.preset, settings, args.max_frames,
+                                       resume=args.resume), log, args.quiet)
+    print(last.message if last else "EvalSeg-Net: nothing to do")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ussl_core.models import ARCHITECTURES, PRESETS, model_info
+
+    presets = [args.preset] if args.preset else list(PRESETS)
+    infos = [model_info(arch, preset) for preset in presets for arch in ARCHITECTURES]
+    if args.json:
+        print(json.dumps([{"name": i.name, "preset": i.preset, "params": i.params,
+                           "input_size": i.input_size, "output_size": i.output_size} for i in infos]))
+        return 0
+    for i in infos:
+        print(f"{i.preset:8} {i.name:12} in {i.input_size:>3}  out {i.output_size:>3}  "
+              f"{i.params / 1e6:8.2f}M parameters")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from ussl_core.segment import segment_paths
+
+    last = drive(segment_paths(Path(args.model), [Path(p) for p in args.inputs], Path(args.out),
+                               args.ensemble, args.boxes, args.grabcut), None, args.quiet)
+    print(f"wrote {last.done if last else 0} masks to {args.out}")
+    return 0
+
+
+def cmd_next_generation(args: argparse.Namespace) -> int:
+    from ussl_core.generations import GenerationSettings, next_generation
+    from ussl_core.ingest import SourceSpec, davis_sources
+
+    sources: list = []
+    for source in args.add or []:
+        sources += davis_sources(source) if args.davis else [SourceSpec(Path(source), images=args.images)]
+    settings = GenerationSettings(threshold=None if args.top_percent else args.threshold,
+                                  top_percent=args.top_percent)
+    with _open(args.project, True, _holder(args)) as project:
+        with project.job("next-generation", {"add": args.add, "threshold": settings.threshold,
+                                             "top_percent": settings.top_percent}) as (_, log):
+            last = drive(next_generation(project, sources, settings, args.workers), log, args.quiet)
+    print(last.message if last else "")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -336,6 +425,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, metavar="DIR")
     p.add_argument("--gt", required=True, metavar="DIR")
     p.add_argument("--json", action="store_true")
+    def training_flags(p: argparse.ArgumentParser, epochs: int) -> None:
+        p.add_argument("--preset", default="compact", choices=["compact", "paper"])
+        p.add_argument("--epochs", type=int, default=epochs, metavar="N")
+        p.add_argument("--batch-size", type=int, default=8, metavar="B")
+        p.add_argument("--learning-rate", type=float, default=1e-3, metavar="LR")
+        p.add_argument("--seed", type=int, default=0, metavar="S")
+        p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+        p.add_argument("--tensorboard", action="store_true", help="also log to PROJECT/logs/tensorboard")
+        p.add_argument("--quiet", action="store_true")
+
+    p = command("train", cmd_train, "train students on the active selection, one after another")
+    p.add_argument("project")
+    p.add_argument("--arch", default="basic_unet", metavar="A,B,...",
+                   help="lowres, fconv, basic_unet, dilate_unet, dense_unet (comma-separated)")
+    training_flags(p, 30)
+
+    p = command("evalseg", cmd_evalseg, "train EvalSeg-Net for the current generation")
+    p.add_argument("project")
+    p.add_argument("--max-frames", type=int, default=1500, metavar="N",
+                   help="frames (each with every student's mask) to learn from")
+    training_flags(p, 15)
+
+    p = command("next-generation", cmd_next_generation,
+                "make the students the teacher of the next generation: candidates, scores, selection")
+    p.add_argument("project")
+    p.add_argument("--add", nargs="+", metavar="SOURCE", help="new unlabeled videos or folders first")
+    p.add_argument("--davis", action="store_true", help="the --add sources are DAVIS roots")
+    p.add_argument("--images", action="store_true", help="the --add folders hold unrelated images")
+    p.add_argument("--threshold", type=float, default=0.8, metavar="T",
+                   help="keep candidates EvalSeg-Net scores above T (default 0.8, the paper's)")
+    p.add_argument("--top-percent", type=float, metavar="P", help="or keep the best P percent")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
+    p.add_argument("--quiet", action="store_true")
+
+    p = command("models", cmd_models, "every architecture with its sizes and parameter count")
+    p.add_argument("--preset", choices=["compact", "paper"])
+    p.add_argument("--json", action="store_true")
+
+    p = command("segment", cmd_segment, "segment images (or videos) with trained models")
+    p.add_argument("model", metavar="MODEL_OR_PROJECT", help="a .keras model or a project folder")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--ensemble", default="multi", metavar="multi|multiselect|ARCH")
+    p.add_argument("--boxes", action="store_true", help="also write DIR/boxes.json")
+    p.add_argument("--grabcut", action="store_true", help="refine each mask with GrabCut")
+    p.add_argument("--quiet", action="store_true")
+
     p = command("demo", cmd_demo, "run the method end to end on the embedded sample (or given videos)")
     p.add_argument("--out", default="ussl-demo", metavar="DIR")
     p.add_argument("--videos", nargs="+", metavar="SOURCE")
@@ -351,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     # stderr next to our one-line error; quiet unless the user sets these variables.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     try:
         return args.func(args)
     except UsslError as exc:

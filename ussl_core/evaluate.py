@@ -54,3 +54,65 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, n_thresholds: int = 256) -> d
     result = scores.result()
     result["n_missing_predictions"] = len(gts) - len(matched)
     return result
+
+
+def evaluate_contenders(project, generation: int, video_ids: set[int] | None = None,
+                        max_frames: int | None = None, seed: int = 0, batch: int = 32,
+                        teacher: str = "videopca@g1") -> dict[str, dict]:
+    """Score the teacher, each student of a generation, Multi-Net and MultiSelect-Net with the
+    same metrics on the project's frames that have ground truth (ground truth is used only here).
+
+    Predictions are made from the stored frames (working size) and scored at the ground truth's
+    size. Returns {contender: metrics of SegmentationScores.result()}.
+    """
+    import numpy as np
+
+    from ussl_core.ensemble import multi_net
+    from ussl_core.evalseg import generation_models
+    from ussl_core.predict import Segmenter
+
+    frames = [f for f in project.frames() if f.gt_path and (video_ids is None or f.video_id in video_ids)]
+    if max_frames and len(frames) > max_frames:
+        keep = sorted(np.random.default_rng(seed).permutation(len(frames))[:max_frames].tolist())
+        frames = [frames[i] for i in keep]
+    if not frames:
+        raise UsslError(f"{project.root}: no frames with ground truth to evaluate on")
+    students, evalseg = generation_models(project, generation)
+    segmenter = Segmenter(students, evalseg) if students else None
+    scores: dict[str, SegmentationScores] = {}
+
+    def add(name: str, soft, gt) -> None:
+        scores.setdefault(name, SegmentationScores()).add(soft, gt)
+
+    teacher_masks = {}
+    try:
+        producer = project.producer(teacher)
+        wanted = {f.id for f in frames}
+        teacher_masks = {m.frame_id: m for m in project.masks(producer.id) if m.frame_id in wanted}
+    except UsslError:
+        pass
+    shots = {s.id: s for s in project.shots()}
+    by_shot: dict[int, list] = {}
+    for f in frames:
+        by_shot.setdefault(f.shot_id, []).append(f)
+    for shot_id, group in by_shot.items():
+        shot = shots[shot_id]
+        if not shot.frames_shard:
+            continue
+        images = project.read_frames(shot, [f.idx - shot.start for f in group])
+        gts = [read_ground_truth(project.abspath(f.gt_path)) for f in group]
+        for f, gt in zip(group, gts):
+            if f.id in teacher_masks:
+                add(f"teacher ({teacher})", project.read_mask(teacher_masks[f.id]), gt)
+        if segmenter is None:
+            continue
+        for start in range(0, len(group), batch):
+            chunk = list(images[start:start + batch])
+            for image, masks, gt in zip(chunk, segmenter.student_masks(chunk), gts[start:start + batch]):
+                for name, mask in masks.items():
+                    add(name, mask, gt)
+                add("multi_net", multi_net(list(masks.values())), gt)
+                if segmenter.evalseg is not None:
+                    rated = segmenter.evalseg_scores(image, masks)
+                    add("multiselect_net", masks[max(rated, key=rated.get)], gt)
+    return {name: s.result() for name, s in scores.items()}

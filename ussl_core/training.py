@@ -65,25 +65,29 @@ class TrainingData:
 
     def split(self, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices of training and validation pairs, split by whole videos."""
-        videos = np.unique(self.video_ids)
-        n_val = int(round(share * len(videos))) if len(videos) > 1 else 0
-        if share > 0 and len(videos) > 1:
-            n_val = max(1, n_val)
-        held = set(np.random.default_rng(seed).permutation(videos)[:n_val].tolist())
-        is_val = np.array([v in held for v in self.video_ids], bool)
+        is_val = np.isin(self.video_ids, list(held_out_videos(self.video_ids, share, seed)))
         return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def held_out_videos(video_ids: np.ndarray, share: float, seed: int) -> set[int]:
+    """The videos kept for validation: a share of them (at least one when there are two or more)."""
+    videos = np.unique(video_ids)
+    if len(videos) < 2 or share <= 0:
+        return set()
+    n = max(1, int(round(share * len(videos))))
+    return set(np.random.default_rng(seed).permutation(videos)[:n].tolist())
 
 
 def load_selection(project: Project, selection_id: int | None = None) -> TrainingData:
     """The (frame, soft mask) pairs of the active selection (or the one given), from the store."""
-    selection = project.active_selection() if selection_id is None else next(
-        (s for s in [dict(r) for r in project.conn.execute("SELECT * FROM selections WHERE id=?",
-                                                            (selection_id,))]), None)
+    selection = project.active_selection() if selection_id is None else project.selection(selection_id)
     if selection is None:
         raise ProjectError(f"{project.root}: no selection yet; run `ussl select` first")
     members = set(project.selection_members(selection["id"]))
-    producer = next(p for p in project.producers() if p.id == selection["producer_id"])
-    masks = [m for m in project.masks(producer.id) if (m.frame_id, m.producer_id) in members]
+    producer_ids = sorted({p for _, p in members})
+    masks = [m for pid in producer_ids for m in project.masks(pid) if (m.frame_id, pid) in members]
+    names = {p.id: p.name for p in project.producers()}
+    producer = ", ".join(names[p] for p in producer_ids)
     if not masks:
         raise ProjectError(f"{project.root}: the selection is empty")
     frames_of = {f.id: f for f in project.frames()}
@@ -94,13 +98,14 @@ def load_selection(project: Project, selection_id: int | None = None) -> Trainin
     frames, soft, videos, ids = [], [], [], []
     for shot_id, group in by_shot.items():
         shot = shots[shot_id]
-        rows = [frames_of[m.frame_id].idx - shot.start for m in group]
-        frames.append(project.read_frames(shot, rows))
-        soft.extend(np.rint(s * 255).astype(np.uint8) for _, s in project.read_masks(group))
-        videos += [m.video_id for m in group]
-        ids += [m.frame_id for m in group]
+        records = list(project.read_masks(group))  # in shard order: align by record
+        frames.append(project.read_frames(
+            shot, [frames_of[m.frame_id].idx - shot.start for m, _ in records]))
+        soft += [np.rint(values * 255).astype(np.uint8) for _, values in records]
+        videos += [m.video_id for m, _ in records]
+        ids += [m.frame_id for m, _ in records]
     return TrainingData(np.concatenate(frames), np.stack(soft), np.array(videos), selection["id"],
-                        producer.name, ids)
+                        producer, ids)
 
 
 # ----------------------------------------------------------------------------- tf.data
@@ -162,12 +167,7 @@ def train_student(project: Project, arch: str, preset: str = "compact",
                   resume: bool = False, data: TrainingData | None = None,
                   cancel: CancelToken | None = None) -> Iterator[Progress]:
     """Train one student on the active selection; yields batch, epoch and collapse events."""
-    import keras
-    import tensorflow as tf
-
-    from ussl_core.callbacks import CheckpointCallback, ProgressCallback
     from ussl_core.models import PRESETS, STUDENTS, build_model
-    from ussl_core.models.io import load_model, save_model_atomic
 
     project.require_writable()
     if arch not in STUDENTS:
@@ -179,28 +179,59 @@ def train_student(project: Project, arch: str, preset: str = "compact",
     train_idx, val_idx = data.split(settings.validation_share, settings.seed)
     if len(train_idx) == 0:
         raise ProjectError(f"{project.root}: no training pairs left after holding out validation videos")
+    model, state = build_or_resume(paths, resume, lambda: build_model(arch, preset), settings)
+    input_size = PRESETS[preset][arch]["input_size"]
+    output_size = int(model.output_shape[1])
+
+    def dataset(idx, augment, shuffle, batch=settings.batch_size):
+        return make_dataset(data.frames[idx], data.masks[idx], input_size, output_size, batch,
+                            augment, settings, shuffle)
+
+    probe = next(iter(dataset(train_idx[:16], False, False, 16)))
+    started = time.perf_counter()
+    yield from fit_with_events(model, dataset(train_idx, True, True),
+                               dataset(val_idx, False, False) if len(val_idx) else None,
+                               math.ceil(len(train_idx) / settings.batch_size), settings, paths,
+                               state, name, probe, cancel)
+    card = _card(arch, preset, generation, name, model, settings, state, time.perf_counter() - started)
+    card["training_data"] = {
+        "selection_id": data.selection_id, "producer": data.producer, "pairs": len(data.frames),
+        "train_pairs": int(len(train_idx)), "validation_pairs": int(len(val_idx)),
+        "train_videos": sorted({int(v) for v in data.video_ids[train_idx]}),
+        "validation_videos": sorted({int(v) for v in data.video_ids[val_idx]})}
+    yield save_trained(model, paths, card)
+
+
+def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: TrainingSettings):
+    """A compiled model, fresh or from the last epoch's checkpoint, and its training state."""
+    import keras
+
+    from ussl_core.models.io import load_model
+
     keras.utils.set_random_seed(settings.seed)
-    strategy = distribution_strategy()
     state = {"epoch": 0, "history": []}
-    with strategy.scope():
+    with distribution_strategy().scope():
         if resume and paths["checkpoint"].exists() and paths["state"].exists():
             model = load_model(paths["checkpoint"], compile=True)
             state = json.loads(paths["state"].read_text())
         else:
-            model = build_model(arch, preset)
+            model = build()
             model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
-    input_size = PRESETS[preset][arch]["input_size"]
-    output_size = int(model.output_shape[1])
-    train_ds = make_dataset(data.frames[train_idx], data.masks[train_idx], input_size, output_size,
-                            settings.batch_size, True, settings, shuffle=True)
-    val_ds = (make_dataset(data.frames[val_idx], data.masks[val_idx], input_size, output_size,
-                           settings.batch_size, False, settings, shuffle=False) if len(val_idx) else None)
-    probe = next(iter(make_dataset(data.frames[train_idx][:16], data.masks[train_idx][:16], input_size,
-                                   output_size, 16, False, settings, shuffle=False)))
-    steps = math.ceil(len(train_idx) / settings.batch_size)
+    return model, state
+
+
+def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSettings,
+                    paths: dict[str, Path], state: dict, name: str, probe: tuple | None,
+                    cancel: CancelToken | None) -> Iterator[Progress]:
+    """Run Keras `fit` in a thread and yield its events; cancel stops it within one batch."""
+    import keras
+
+    from ussl_core.callbacks import CheckpointCallback, ProgressCallback
+
     total = settings.epochs * steps
     if state["epoch"] >= settings.epochs:
         yield Progress(total, total, f"{name}: already trained {state['epoch']} epochs", stage="train")
+        return
     events: queue.Queue = queue.Queue()
     cancel = cancel or CancelToken()
     callbacks = [ProgressCallback(events, cancel, name, steps, total, state["epoch"]),
@@ -208,43 +239,48 @@ def train_student(project: Project, arch: str, preset: str = "compact",
                                     steps, total)]
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"])))
-    started = time.perf_counter()
 
     def fit() -> None:
         try:
             model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs,
                       initial_epoch=state["epoch"], callbacks=callbacks, verbose=0, shuffle=False)
             events.put(("done", None))
-        except BaseException as exc:  # forwarded to the consumer thread
+        except BaseException as exc:  # forwarded to the consumer's thread
             events.put(("error", exc))
 
-    if state["epoch"] < settings.epochs:
-        thread = threading.Thread(target=fit, name=f"train-{name}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                kind, payload = events.get()
-                if kind == "progress":
-                    yield payload
-                elif kind == "error":
-                    raise payload
-                else:
-                    break
-        finally:
-            cancel.cancel() if thread.is_alive() else None
-            thread.join()
-    card = _card(arch, preset, generation, name, data, train_idx, val_idx, settings, state,
-                 model, time.perf_counter() - started)
+    thread = threading.Thread(target=fit, name=f"train-{name}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, payload = events.get()
+            if kind == "progress":
+                yield payload
+            elif kind == "error":
+                raise payload
+            else:
+                break
+    finally:
+        if thread.is_alive():  # the consumer stopped early: stop the fit too
+            cancel.cancel()
+        thread.join()
+
+
+def save_trained(model, paths: dict[str, Path], card: dict) -> Progress:
+    """Save the finished model and its card; drop the checkpoint."""
+    from ussl_core.models.io import save_model_atomic
+
     save_model_atomic(model, paths["model"])
-    paths["card"].write_text(json.dumps(card, indent=2))
+    tmp = paths["card"].with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=2))
+    os.replace(tmp, paths["card"])
     for key in ("checkpoint", "state"):
         paths[key].unlink(missing_ok=True)
-    yield Progress(total, total, f"{name}: saved", {"event": "saved", "model": str(paths["model"])},
-                   stage="train")
+    return Progress(1, 1, f"{card['name']}: saved", {"event": "saved", "model": str(paths["model"])},
+                    stage="train")
 
 
-def _card(arch, preset, generation, name, data, train_idx, val_idx, settings, state, model,
-          seconds) -> dict:
+def _card(arch: str, preset: str, generation: int, name: str, model, settings: TrainingSettings,
+          state: dict, seconds: float) -> dict:
     import keras
     import tensorflow as tf
 
@@ -253,15 +289,11 @@ def _card(arch, preset, generation, name, data, train_idx, val_idx, settings, st
     return {
         "name": name, "architecture": arch, "preset": preset, "generation": generation,
         "params": int(model.count_params()),
-        "input_size": int(model.input_shape[1]), "output_size": int(model.output_shape[1]),
-        "training_data": {"selection_id": data.selection_id, "producer": data.producer,
-                          "pairs": len(data.frames), "train_pairs": int(len(train_idx)),
-                          "validation_pairs": int(len(val_idx)),
-                          "train_videos": sorted({int(v) for v in data.video_ids[train_idx]}),
-                          "validation_videos": sorted({int(v) for v in data.video_ids[val_idx]})},
+        "input_size": int(model.inputs[0].shape[1]), "output_size": int(model.output_shape[1]),
         "settings": asdict(settings), "seed": settings.seed,
         "epochs": state["epoch"], "history": history,
         "best_epoch": best["epoch"] if best else None,
+        "collapsed_at_epoch": state.get("collapsed_at_epoch"),
         "wall_seconds": round(seconds, 1),
         "versions": {"ussl": __import__("ussl_core").__version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__, "numpy": np.__version__,

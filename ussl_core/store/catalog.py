@@ -61,8 +61,15 @@ CREATE TABLE jobs(
     status TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, log TEXT, message TEXT);
 """
 
+# Version 2: selections of later generations hold candidates of several producers (the
+# students); each selection records its generation and a description of where it came from.
+SCHEMA_V2 = """
+ALTER TABLE selections ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE selections ADD COLUMN source TEXT;
+"""
+
 # MIGRATIONS[i] takes a catalog from schema version i to i + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

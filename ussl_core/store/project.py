@@ -436,19 +436,36 @@ class Project:
 
     # ----------------------------------------------------------------- selections
     def save_selection(self, producer_id: int, method: str, value: float, per_video: bool,
-                       frame_ids: list[int], n_approved_added: int, n_rejected_removed: int) -> int:
-        """Store a selection and make it the active one (what training will use)."""
+                       frame_ids: list[int], n_approved_added: int, n_rejected_removed: int,
+                       members: list[tuple[int, int]] | None = None, generation: int = 1,
+                       source: str | None = None) -> int:
+        """Store a selection and make it the active one (what training will use).
+
+        `frame_ids` are masks of `producer_id`; `members` (frame_id, producer_id) pairs instead
+        hold candidates of several producers (the students of a generation).
+        """
         self.require_writable()
+        pairs = members if members is not None else [(f, producer_id) for f in frame_ids]
         with transaction(self.conn) as c:
             c.execute("UPDATE selections SET active=0")
             sel_id = c.execute(
                 "INSERT INTO selections(producer_id, method, value, per_video, n_selected, "
-                "n_approved_added, n_rejected_removed, created_at, active) VALUES(?,?,?,?,?,?,?,?,1)",
-                (producer_id, method, value, int(per_video), len(frame_ids), n_approved_added,
-                 n_rejected_removed, now())).lastrowid
+                "n_approved_added, n_rejected_removed, created_at, active, generation, source) "
+                "VALUES(?,?,?,?,?,?,?,?,1,?,?)",
+                (producer_id, method, value, int(per_video), len(pairs), n_approved_added,
+                 n_rejected_removed, now(), generation, source)).lastrowid
             c.executemany("INSERT INTO selection_members(selection_id, frame_id, producer_id) "
-                          "VALUES(?,?,?)", [(sel_id, f, producer_id) for f in frame_ids])
+                          "VALUES(?,?,?)", [(sel_id, f, p) for f, p in pairs])
         return int(sel_id)
+
+    def set_frames_shard(self, shot: Shot, shard: Path) -> None:
+        self.require_writable()
+        with transaction(self.conn) as c:
+            c.execute("UPDATE shots SET frames_shard=? WHERE id=?", (self.relpath(shard), shot.id))
+
+    def selection(self, selection_id: int) -> dict | None:
+        row = self.conn.execute("SELECT * FROM selections WHERE id=?", (selection_id,)).fetchone()
+        return dict(row) if row else None
 
     def active_selection(self) -> dict | None:
         row = self.conn.execute("SELECT * FROM selections WHERE active=1 ORDER BY id DESC LIMIT 1").fetchone()

@@ -47,7 +47,7 @@ class ShotTask:
     stored_frames: str | None   # committed frames shard to read instead of decoding
     frames_target: str
     masks_target: str
-    teacher: str
+    teacher: str | None   # None: only decode and store the frames
     settings: dict
 
 
@@ -55,7 +55,7 @@ class ShotTask:
 class ShotResult:
     shot_id: int
     frames_tmp: str | None
-    masks_tmp: str
+    masks_tmp: str | None
     scores: list[float]
     seconds: float
 
@@ -74,6 +74,8 @@ def compute_shot(task: ShotTask) -> ShotResult:
         source = open_source(task.source)
         frames = np.stack(list(source.iter_frames(task.start, task.stop, task.working_size)))
         frames_tmp = str(write_shard(Path(task.frames_target), "frames", frames))
+    if task.teacher is None:  # frames only (data added for a later generation)
+        return ShotResult(task.shot_id, frames_tmp, None, [], time.perf_counter() - started)
     soft = make_teacher(task.teacher, task.settings).shot_masks(frames)
     masks = np.rint(soft * 255).astype(np.uint8)
     scores = mask_scores(masks)
@@ -129,6 +131,26 @@ def run_teacher(project: Project, teacher: str = "videopca", settings: dict | No
         rate = (finished - (total - sum(s.length for s in todo))) / (time.perf_counter() - started)
         yield Progress(finished, total, f"{videos[shot.video_id].name} shot {shot.idx}",
                        {"frames_per_s": rate}, stage="teacher")
+
+
+def store_frames(project: Project, workers: int | None = None,
+                 cancel: CancelToken | None = None) -> Iterator[Progress]:
+    """Decode and store the frames of every shot that has none yet (no teacher masks)."""
+    project.require_writable()
+    videos = {v.id: v for v in project.videos()}
+    todo = sorted((s for s in project.shots() if not s.frames_shard), key=lambda s: -s.length)
+    total = sum(s.length for s in todo)
+    done = 0
+    tasks = [ShotTask(s.id, str(project.abspath(videos[s.video_id].source)), s.start, s.stop,
+                      project.working_size, None, str(project.frames_shard_path(s.id)), "", None, {})
+             for s in todo]
+    by_id = {s.id: s for s in todo}
+    for result in _results(tasks, workers or os.cpu_count() or 1, cancel):
+        shot = by_id[result.shot_id]
+        project.set_frames_shard(shot, commit_shard(Path(result.frames_tmp)))
+        done += shot.length
+        yield Progress(done, total, f"frames of {videos[shot.video_id].name} shot {shot.idx}",
+                       stage="frames")
 
 
 def _remove_orphan_shards(project: Project, producer: str, done: set[int]) -> None:

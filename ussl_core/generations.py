@@ -1,0 +1,127 @@
+"""Algorithm 1 of the paper as resumable steps, generation after generation.
+
+Generation 1: VideoPCA teacher -> selection by score -> students (+ EvalSeg-Net).
+Generation g >= 2 (`next_generation`): the generation g-1 students are the teacher. Each
+student's mask of each frame is a separate candidate (stored as that student's masks), scored
+by the generation g-1 EvalSeg-Net; candidates above a threshold (or the top percent) form the
+selection that the generation-g students train on. New unlabeled videos or image folders can be
+added first. Every step skips what is already stored, so an interrupted step continues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ussl_core.errors import ProjectError, SettingsError
+from ussl_core.evalseg import generation_models
+from ussl_core.ingest import SourceSpec, add_sources
+from ussl_core.progress import CancelToken, Progress
+from ussl_core.purity import n_kept, rank_best_first
+from ussl_core.store import Project
+from ussl_core.store.shards import commit_shard, write_shard
+from ussl_core.teacher.runner import store_frames
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    threshold: float | None = 0.8     # EvalSeg-Net score a candidate must exceed (the paper's)
+    top_percent: float | None = None  # or keep the best candidates by score
+    batch: int = 32
+
+    def __post_init__(self) -> None:
+        if (self.threshold is None) == (self.top_percent is None):
+            raise SettingsError("give exactly one of threshold and top_percent")
+
+
+def current_generation(project: Project) -> int:
+    return int(project.meta("generation", "1"))
+
+
+def next_generation(project: Project, add: list[SourceSpec] | None = None,
+                    settings: GenerationSettings = GenerationSettings(), workers: int | None = None,
+                    cancel: CancelToken | None = None) -> Iterator[Progress]:
+    """Make the current generation's students the teacher of the next one; ready to train."""
+    project.require_writable()
+    generation = current_generation(project)
+    students, evalseg = generation_models(project, generation)
+    if not students:
+        raise ProjectError(f"{project.root}: no students of generation {generation}; "
+                           "train some with `ussl train`")
+    if evalseg is None:
+        raise ProjectError(f"{project.root}: generation {generation} has no EvalSeg-Net to score "
+                           "the candidates; train it with `ussl evalseg`")
+    if add:
+        yield from add_sources(project, add, cancel=cancel)
+    yield from store_frames(project, workers, cancel)
+    yield from student_candidates(project, students, evalseg, generation, settings.batch, cancel)
+    result = select_candidates(project, generation, settings)
+    project.set_meta("generation", str(generation + 1))
+    yield Progress(1, 1, f"generation {generation + 1}: {result} candidates selected; "
+                   "train its students with `ussl train`", stage="generation")
+
+
+def student_candidates(project: Project, students, evalseg, generation: int, batch: int,
+                       cancel: CancelToken | None = None) -> Iterator[Progress]:
+    """Every student's mask of every stored frame, scored by EvalSeg-Net, as stored masks."""
+    from ussl_core.ensemble import resize_mask
+    from ussl_core.predict import Segmenter
+
+    segmenter = Segmenter(students, evalseg)
+    producers = {s.name: project.ensure_producer(s.name, "student", generation,
+                                                 {"model": str(s.path.name)})
+                 for s in segmenter.students}
+    shots = [s for s in project.shots() if s.frames_shard]
+    completed = [project.completed_shots(p) for p in producers.values()]
+    todo = [s for s in shots if any(s.id not in done_shots for done_shots in completed)]
+    total, done = sum(s.length for s in todo), 0
+    width, height = project.working_size
+    for shot in todo:
+        frames = project.read_frames(shot)
+        masks = {name: [] for name in producers}
+        scores = {name: [] for name in producers}
+        for start in range(0, len(frames), batch):
+            if cancel:
+                cancel.raise_if_cancelled()
+            chunk = list(frames[start:start + batch])
+            for image, student_masks in zip(chunk, segmenter.student_masks(chunk)):
+                rated = segmenter.evalseg_scores(image, student_masks)
+                for name, mask in student_masks.items():
+                    masks[name].append(np.rint(resize_mask(mask, (width, height)) * 255).astype(np.uint8))
+                    scores[name].append(rated[name])
+        for name, producer_id in producers.items():
+            target = project.mask_shard_path(name, shot.id)
+            shard = commit_shard(write_shard(target, "masks", np.stack(masks[name]), compress=True))
+            project.commit_shot_masks(producer_id, shot, shard, scores[name])
+        done += shot.length
+        yield Progress(done, total, f"student candidates, shot {shot.id}", stage="candidates")
+
+
+def select_candidates(project: Project, generation: int, settings: GenerationSettings) -> int:
+    """Keep the candidates EvalSeg-Net rates above the threshold (or the top percent); human
+    decisions override as in generation 1. Returns the selection's size."""
+    student_ids = [p.id for p in project.producers()
+                   if p.kind == "student" and p.generation == generation]
+    masks = [m for pid in student_ids for m in project.masks(pid)]
+    if settings.threshold is not None:
+        by_score = {(m.frame_id, m.producer_id) for m in masks if m.score > settings.threshold}
+        method, value = "evalseg_threshold", settings.threshold
+    else:
+        order = rank_best_first(np.array([m.score for m in masks]))
+        keep = order[: n_kept(settings.top_percent, len(masks))]
+        by_score = {(masks[i].frame_id, masks[i].producer_id) for i in keep}
+        method, value = "evalseg_top_percent", settings.top_percent
+    decisions = {k: d["decision"] for k, d in project.decisions().items() if k[1] in student_ids}
+    approved = {k for k, d in decisions.items() if d == "approve"}
+    rejected = {k for k, d in decisions.items() if d == "reject"}
+    members = sorted((by_score | approved) - rejected)
+    if not members:
+        raise ProjectError(f"{project.root}: no candidate passes the selection "
+                           f"({method} {value}); lower it with --threshold or use --top-percent")
+    project.save_selection(student_ids[0], method, float(value), False, [],
+                           len(approved - by_score), len(rejected & by_score), members=members,
+                           generation=generation + 1,
+                           source=f"students of generation {generation}, scored by EvalSeg-Net")
+    return len(members)

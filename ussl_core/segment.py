@@ -1,0 +1,106 @@
+"""`ussl segment`: masks (and boxes, GrabCut) for images, image folders and videos."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ussl_core.errors import MediaError, UsslError
+from ussl_core.export import soft_to_uint8, write_png
+from ussl_core.media import is_image_file, is_video_file, list_image_files, open_source, read_image
+from ussl_core.postprocess import BoxSettings, boxes_from_mask, grabcut_refine
+from ussl_core.progress import CancelToken, Progress
+
+BATCH = 16
+
+
+def load_segmenter(model_or_project: Path):
+    """A Segmenter from one .keras model, or from a project's (or models folder's) latest generation."""
+    from ussl_core.predict import Segmenter
+
+    if model_or_project.suffix == ".keras":
+        return Segmenter([model_or_project])
+    if model_or_project.is_dir():
+        return Segmenter.from_project(model_or_project)
+    raise UsslError(f"{model_or_project}: not a .keras model nor a project folder")
+
+
+def _expand(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
+    images, videos = [], []
+    for path in inputs:
+        if path.is_dir():
+            images += list_image_files(path)
+        elif is_video_file(path):
+            videos.append(path)
+        elif is_image_file(path):
+            images.append(path)
+        else:
+            raise MediaError(path, "not an image, a folder of images or a video file"
+                             if path.exists() else "does not exist")
+    return images, videos
+
+
+def segment_paths(model_or_project: Path, inputs: list[Path], out: Path, method: str = "multi",
+                  boxes: bool = False, grabcut: bool = False,
+                  cancel: CancelToken | None = None) -> Iterator[Progress]:
+    """Write OUT/<stem>.png (8-bit soft mask at the input's size) for every image, an overlay
+    video OUT/<stem>.overlay.mp4 for every video, and OUT/boxes.json with --boxes."""
+    images, videos = _expand(inputs)
+    segmenter = load_segmenter(model_or_project)
+    out.mkdir(parents=True, exist_ok=True)
+    all_boxes: dict[str, list] = {}
+    done = 0
+    total = len(images) + len(videos)
+    for start in range(0, len(images), BATCH):
+        if cancel:
+            cancel.raise_if_cancelled()
+        paths = images[start:start + BATCH]
+        pictures = [read_image(p) for p in paths]
+        for path, picture, result in zip(paths, pictures, segmenter.segment(pictures, method)):
+            mask = result.mask
+            if grabcut:
+                mask = grabcut_refine(picture, mask).astype(np.float32)
+            write_png(out / f"{path.stem}.png", soft_to_uint8(mask))
+            if boxes:
+                all_boxes[path.stem] = [list(b) for b in boxes_from_mask(mask, None, BoxSettings(mode="all"))]
+            done += 1
+        yield Progress(done, total, paths[-1].name, stage="segment")
+    for video in videos:
+        _segment_video(segmenter, video, out / f"{video.stem}.overlay.mp4", method, cancel)
+        done += 1
+        yield Progress(done, total, video.name, stage="segment")
+    if boxes:
+        (out / "boxes.json").write_text(json.dumps(all_boxes, indent=1))
+
+
+def _segment_video(segmenter, path: Path, target: Path, method: str,
+                   cancel: CancelToken | None) -> None:
+    source = open_source(path)
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), source.fps or 25.0,
+                             (source.width, source.height))
+    if not writer.isOpened():
+        raise UsslError(f"{target}: cannot write the overlay video")
+    try:
+        batch: list[np.ndarray] = []
+        for frame in source.iter_frames():
+            batch.append(frame)
+            if len(batch) == BATCH:
+                _write_overlays(writer, segmenter, batch, method)
+                batch = []
+                if cancel:
+                    cancel.raise_if_cancelled()
+        if batch:
+            _write_overlays(writer, segmenter, batch, method)
+    finally:
+        writer.release()
+
+
+def _write_overlays(writer, segmenter, frames: list[np.ndarray], method: str) -> None:
+    from ussl_core.demo import overlay
+
+    for frame, result in zip(frames, segmenter.segment(frames, method)):
+        writer.write(cv2.cvtColor(overlay(frame, result.mask), cv2.COLOR_RGB2BGR))
