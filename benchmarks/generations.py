@@ -5,7 +5,8 @@
 
 Generation 1: VideoPCA on --davis, top 10 % by score, compact students, EvalSeg-Net.
 Generation 2: --add joins as new unlabeled video; the generation-1 students are the teacher,
-EvalSeg-Net scores their candidates (> 0.8 kept), generation-2 students train on them.
+EvalSeg-Net scores their candidates (> 0.8 kept), generation-2 students train on them with
+the same budget of image steps as generation 1 (fewer epochs over more pairs).
 Ground truth is used only to score: max mean IoU over thresholds, on the --davis videos
 ("val", seen, as the paper's YouTube-Objects protocol) and on the --add videos ("train",
 unseen by generation 1). Every step is skipped when its result is already in --out, so an
@@ -90,7 +91,11 @@ def main() -> None:
             "next generation")
     # The teacher's own masks on the added videos, only to score it there.
     run(run_teacher(project), "teacher on the added videos (for scoring only)")
-    train_generation(project, archs, settings, evalseg_settings)
+    # Same training budget (image steps) as generation 1, however many candidates were kept.
+    sizes = [s["n_selected"] for s in map(dict, project.conn.execute(
+        "SELECT n_selected FROM selections ORDER BY id"))]
+    epochs2 = max(2, round(args.epochs * sizes[0] / sizes[-1]))
+    train_generation(project, archs, TrainingSettings(epochs=epochs2, batch_size=8), evalseg_settings)
     added = {v.id for v in project.videos()} - val_videos
     report = {}
     for label, videos in (("val", val_videos), ("train", added)):
@@ -98,7 +103,8 @@ def main() -> None:
             project, g, videos, args.max_eval_frames), g) for g in (1, 2)}
     selection = project.active_selection()
     output = {
-        "archs": archs, "epochs": args.epochs, "evalseg_epochs": args.evalseg_epochs,
+        "archs": archs, "epochs": {"g1": args.epochs, "g2": epochs2},
+        "evalseg_epochs": args.evalseg_epochs,
         "generation2_selection": selection["n_selected"] if selection else None,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }

@@ -248,16 +248,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ussl_core.demo import run_demo
+    from ussl_core.demo import DemoSettings, run_demo
     from ussl_core.ingest import SourceSpec, davis_sources
 
-    sources = None
-    if args.videos:
-        sources = []
-        for source in args.videos:
-            sources += davis_sources(source) if args.davis else [SourceSpec(Path(source))]
+    def specs(paths):
+        out = []
+        for source in paths or []:
+            out += davis_sources(source) if args.davis else [SourceSpec(Path(source))]
+        return out
+
+    settings = DemoSettings.reduced() if args.reduced else DemoSettings()
+    if args.archs:
+        settings = DemoSettings(**{**settings.__dict__, "archs": tuple(args.archs.split(","))})
+    if args.epochs:
+        settings = DemoSettings(**{**settings.__dict__, "epochs": args.epochs})
     out = Path(args.out)
-    drive(run_demo(out, sources, args.workers), None, args.quiet)
+    drive(run_demo(out, specs(args.videos) or None, args.workers, settings,
+                   specs(args.add) or None), None, args.quiet)
     print((out / "report" / "summary.json").read_text())
     print(f"report: {out / 'report'}   project: {out / 'project'} (open it with `ussl-gui {out / 'project'}`)")
     return 0
@@ -474,8 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", cmd_demo, "run the method end to end on the embedded sample (or given videos)")
     p.add_argument("--out", default="ussl-demo", metavar="DIR")
-    p.add_argument("--videos", nargs="+", metavar="SOURCE")
-    p.add_argument("--davis", action="store_true", help="the --videos are DAVIS roots")
+    p.add_argument("--videos", nargs="+", metavar="SOURCE", help="instead of the embedded sample")
+    p.add_argument("--add", nargs="+", metavar="SOURCE", help="new unlabeled data for generation 2")
+    p.add_argument("--davis", action="store_true", help="the --videos and --add are DAVIS roots")
+    p.add_argument("--archs", metavar="A,B,...", help="students to train (default basic_unet,dense_unet,lowres)")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--reduced", action="store_true", help="a one-minute configuration (for tests)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
     p.add_argument("--quiet", action="store_true")
     return parser

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,9 +27,10 @@ SAMPLE_VIDEOS = 4
 SAMPLE_SPEC = SampleSpec(n_frames=40, width=192, height=144)
 
 
-def sample_sources(out: Path, n_videos: int = SAMPLE_VIDEOS, spec: SampleSpec = SAMPLE_SPEC) -> list[SourceSpec]:
+def sample_sources(out: Path, n_videos: int = SAMPLE_VIDEOS, spec: SampleSpec = SAMPLE_SPEC,
+                   folder: str = "sample-data") -> list[SourceSpec]:
     """Generate the embedded sample (a DAVIS-layout root of synthetic videos) under out/."""
-    root = out / "sample-data"
+    root = out / folder
     if not (root / "JPEGImages").exists():
         write_sample_davis(root, n_videos, spec)
     return davis_sources(root)
@@ -41,54 +43,139 @@ def overlay(frame: np.ndarray, soft: np.ndarray) -> np.ndarray:
     return (frame * (1 - 0.55 * mask) + red * 0.55 * mask).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs. The default trains three of the five students (BasicU-Net,
+    DenseU-Net, LowRes-Net) to stay well under 15 minutes on a 2-core CPU."""
+    archs: tuple[str, ...] = ("basic_unet", "dense_unet", "lowres")
+    epochs: int = 15
+    evalseg_epochs: int = 8
+    top_percent: float = 30.0          # of the teacher's masks (the sample is small)
+    generation2_top_percent: float = 40.0
+    videos: int = SAMPLE_VIDEOS
+    added_videos: int = 2              # new unlabeled videos joining in generation 2
+    frames: int = SAMPLE_SPEC.n_frames
+
+    @classmethod
+    def reduced(cls) -> "DemoSettings":
+        """A minute-long configuration for the test suite."""
+        return cls(archs=("lowres", "dense_unet"), epochs=1, evalseg_epochs=1, videos=2,
+                   added_videos=1, frames=12)
+
+
 def run_demo(out: Path, sources: list[SourceSpec] | None = None, workers: int | None = None,
+             settings: DemoSettings = DemoSettings(), added: list[SourceSpec] | None = None,
              cancel: CancelToken | None = None) -> Iterator[Progress]:
-    """Generation-1 teacher steps end to end; each yields progress. Re-running continues."""
+    """Algorithm 1, two generations, compact preset; each step yields progress and is skipped
+    when already done, so a re-run continues."""
+    from ussl_core.evalseg import train_evalseg
+    from ussl_core.generations import GenerationSettings, current_generation, next_generation
+    from ussl_core.training import TrainingSettings, default_model_name, train_student
+
     out.mkdir(parents=True, exist_ok=True)
-    sources = sources if sources is not None else sample_sources(out)
+    spec = SampleSpec(n_frames=settings.frames, width=SAMPLE_SPEC.width, height=SAMPLE_SPEC.height)
+    if sources is None:
+        sources = sample_sources(out, settings.videos, spec)
+        added = added if added is not None else sample_sources(
+            out, settings.added_videos, SampleSpec(**{**spec.__dict__, "seed": 100}), "added-data")
     root = out / "project"
     project = Project.open(root, write=True, holder="ussl demo") if (root / "project.sqlite").exists() \
         else Project.create(root, holder="ussl demo")
+    training = TrainingSettings(epochs=settings.epochs, batch_size=8)
+    evalseg_training = TrainingSettings(epochs=settings.evalseg_epochs, batch_size=32)
+
+    def train_generation():
+        generation = current_generation(project)
+        for arch in settings.archs:
+            if not (root / "models" / f"{default_model_name(arch, 'compact', generation)}.keras").exists():
+                yield from train_student(project, arch, "compact", training, resume=True, cancel=cancel)
+        if not (root / "models" / f"{default_model_name('evalseg', 'compact', generation)}.keras").exists():
+            yield from train_evalseg(project, "compact", evalseg_training, resume=True, cancel=cancel)
+
     try:
         yield from add_sources(project, sources, cancel=cancel)
+        first_videos = {v.id for v in project.videos()}
         yield from run_teacher(project, "videopca", workers=workers, cancel=cancel)
         producer = project.producer(producer_name("videopca"))
-        result = select(project, producer.id, SelectionSettings(top_percent=10))
-        yield Progress(1, 1, f"selected {result.n_selected} masks", stage="select")
-        write_report(project, producer.id, out / "report")
+        if current_generation(project) == 1:
+            if project.active_selection() is None:
+                result = select(project, producer.id, SelectionSettings(top_percent=settings.top_percent))
+                yield Progress(1, 1, f"selected {result.n_selected} masks", stage="select")
+            yield from train_generation()
+            yield from next_generation(project, added or [], GenerationSettings(
+                threshold=None, top_percent=settings.generation2_top_percent), workers, cancel)
+        yield from train_generation()
+        write_report(project, producer.id, out / "report", first_videos)
         yield Progress(1, 1, f"report in {out / 'report'}", stage="report")
     finally:
         project.close()
 
 
-def write_report(project: Project, producer_id: int, report: Path) -> dict:
+def write_report(project: Project, producer_id: int, report: Path,
+                 first_videos: set[int] | None = None) -> dict:
+    """Purity curve, a teacher vs students vs ensembles table (max mean IoU), example masks."""
+    from ussl_core.evaluate import evaluate_contenders
+    from ussl_core.generations import current_generation
+
     report.mkdir(parents=True, exist_ok=True)
     curve = purity_curve(project, producer_id)
     plot_curve(curve, report / "purity.png")
-    summary = {"videos": len(project.videos()), "frames": sum(v.frame_count for v in project.videos()),
-               "teacher": "videopca@g1", "purity_source": curve.source,
-               "selection_size": (project.active_selection() or {}).get("n_selected")}
+    summary: dict = {"videos": len(project.videos()),
+                     "frames": sum(v.frame_count for v in project.videos()),
+                     "teacher": "videopca@g1", "purity_source": curve.source,
+                     "selection_size": (project.active_selection() or {}).get("n_selected")}
     if curve.source == "ground_truth":
         summary.update(teacher_mean_iou_all=round(curve.mean_iou[-1], 4),
-                       teacher_mean_iou_top10=round(curve.mean_iou[9], 4),
-                       teacher_corloc_all=round(curve.corloc[-1], 4))
+                       teacher_mean_iou_top10=round(curve.mean_iou[9], 4))
+        table = {}
+        for generation in range(1, current_generation(project) + 1):
+            results = evaluate_contenders(project, generation, first_videos)
+            table[f"g{generation}"] = {name: round(r["max_mean_iou"], 4) for name, r in results.items()}
+        summary["max_mean_iou"] = table
+        (report / "table.md").write_text(_table_markdown(table))
     (report / "summary.json").write_text(json.dumps(summary, indent=2))
     _write_examples(project, producer_id, report / "examples")
     return summary
 
 
-def _write_examples(project: Project, producer_id: int, folder: Path, per_video: int = 2) -> None:
-    from ussl_core.export import write_png
+def _table_markdown(table: dict[str, dict[str, float]]) -> str:
+    lines = ["| generation | contender | max mean IoU |", "|---|---|---|"]
+    for generation, rows in table.items():
+        lines += [f"| {generation} | {name} | {value:.3f} |" for name, value in rows.items()]
+    return "\n".join(lines) + "\n"
 
+
+def _write_examples(project: Project, producer_id: int, folder: Path, per_video: int = 2) -> None:
+    """Per example frame one PNG row: frame | teacher | each student | Multi-Net | MultiSelect-Net."""
+    from ussl_core.ensemble import multi_net
+    from ussl_core.export import write_png
+    from ussl_core.generations import current_generation
+
+    segmenter = _latest_segmenter(project, current_generation(project))
     shots = {s.id: s for s in project.shots()}
-    videos = {v.id: v for v in project.videos()}
     frames = {f.id: f for f in project.frames()}
-    for video in videos.values():
+    for video in project.videos():
         masks = sorted(project.masks(producer_id, video.id), key=lambda m: -m.score)[:per_video]
         for mask, soft in project.read_masks(masks):
             shot = shots[mask.shot_id]
             frame = project.read_frames(shot, [frames[mask.frame_id].idx - shot.start])[0]
-            row = np.concatenate([frame, overlay(frame, soft)], axis=1)
-            write_png(folder / f"{video.name}_{frames[mask.frame_id].name}.png", row)
+            panels = [frame, overlay(frame, soft)]
+            if segmenter is not None:
+                for result in segmenter.segment([frame], "multiselect" if segmenter.evalseg else "multi"):
+                    panels += [overlay(frame, m) for m in result.student_masks.values()]
+                    panels.append(overlay(frame, multi_net(list(result.student_masks.values()))))
+                    panels.append(overlay(frame, result.mask))
+            write_png(folder / f"{video.name}_{frames[mask.frame_id].name}.png", np.concatenate(panels, axis=1))
     if not any(folder.glob("*.png")):
         raise ProjectError(f"{project.root}: no masks to show in the report")
+
+
+def _latest_segmenter(project: Project, generation: int):
+    from ussl_core.evalseg import generation_models
+
+    students, evalseg = generation_models(project, generation)
+    if not students:
+        return None
+    from ussl_core.predict import Segmenter
+
+    return Segmenter(students, evalseg)

@@ -1,0 +1,128 @@
+"""Long steps run as child processes: `python -m ussl_core.jobs SPEC_JSON` prints one JSON line
+per progress event on stdout, then {"result": ...} or {"error": ...}.
+
+The GUI supervises such a child from a worker thread, so the step's Python work never holds
+the GUI's GIL; killing the child cancels the step (every step keeps what it completed, and a
+re-run continues). SIGTERM is turned into a cooperative cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from ussl_core.errors import UsslError
+from ussl_core.progress import CancelToken, Cancelled, Progress
+
+
+def _teacher(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
+    from ussl_core.teacher.runner import run_teacher
+
+    return run_teacher(project, spec.get("teacher", "videopca"), spec.get("settings"),
+                       spec.get("workers"), spec.get("replace", False), cancel)
+
+
+def cap_tensorflow_threads() -> None:
+    """Apply TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS before TensorFlow starts working."""
+    import tensorflow as tf
+
+    intra = os.environ.get("TF_NUM_INTRAOP_THREADS")
+    inter = os.environ.get("TF_NUM_INTEROP_THREADS")
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(int(intra))
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(int(inter))
+
+
+def _train(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
+    from ussl_core.training import TrainingSettings, load_selection, train_student
+
+    cap_tensorflow_threads()
+    settings = TrainingSettings(**spec.get("settings", {}))
+    data = load_selection(project)
+    for arch in spec["archs"]:
+        yield from train_student(project, arch, spec.get("preset", "compact"), settings,
+                                 resume=spec.get("resume", False), data=data, cancel=cancel)
+
+
+def _evalseg(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
+    from ussl_core.evalseg import train_evalseg
+    from ussl_core.training import TrainingSettings
+
+    cap_tensorflow_threads()
+    return train_evalseg(project, spec.get("preset", "compact"),
+                         TrainingSettings(**spec.get("settings", {})),
+                         resume=spec.get("resume", False), cancel=cancel)
+
+
+def _add(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
+    from ussl_core.ingest import SourceSpec, add_sources, davis_sources
+
+    sources = []
+    for path in spec["sources"]:
+        sources += davis_sources(path) if spec.get("davis") else [SourceSpec(Path(path), images=spec.get("images", False))]
+    return add_sources(project, sources, cancel=cancel)
+
+
+STEPS = {"teacher": _teacher, "train": _train, "evalseg": _evalseg, "add": _add}
+
+
+def run_job(spec: dict, emit, cancel: CancelToken) -> None:
+    """Run one job spec ({"kind": ..., "project": ..., ...}) and pass each event to `emit`."""
+    from ussl_core.store import Project
+
+    kind = spec["kind"]
+    if kind not in STEPS:
+        raise UsslError(f"unknown job kind {kind!r}; known: {', '.join(STEPS)}")
+    with Project.open(spec["project"], write=True, holder=f"ussl-gui {kind}") as project:
+        with project.job(kind, spec) as (_, log):
+            with open(log, "a", encoding="utf-8") as log_file:
+                for event in STEPS[kind](project, spec, cancel):
+                    log_file.write(f"{event.done}/{event.total} {event.message}\n")
+                    log_file.flush()
+                    emit(event)
+
+
+def event_json(event: Progress) -> str:
+    return json.dumps({"progress": {"done": event.done, "total": event.total,
+                                    "message": event.message, "stage": event.stage,
+                                    "metrics": event.metrics}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(argv[0])
+    cancel = CancelToken()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
+    out = sys.stdout
+
+    def emit(event: Progress) -> None:
+        out.write(event_json(event) + "\n")
+        out.flush()
+
+    try:
+        run_job(spec, emit, cancel)
+    except (Cancelled, KeyboardInterrupt):
+        out.write(json.dumps({"cancelled": True}) + "\n")
+        return 130
+    except UsslError as exc:
+        out.write(json.dumps({"error": str(exc)}) + "\n")
+        return 2
+    out.write(json.dumps({"result": "done"}) + "\n")
+    return 0
+
+
+def child_environment(tf_threads: int = 1) -> dict[str, str]:
+    """The environment of a job child: TensorFlow's thread pools capped so the GUI keeps a core."""
+    env = dict(os.environ)
+    env.update({"TF_NUM_INTRAOP_THREADS": str(tf_threads), "TF_NUM_INTEROP_THREADS": "1",
+                "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+if __name__ == "__main__":
+    sys.exit(main())
