@@ -1,39 +1,57 @@
-"""The main window: project open/close and the start page. Panels arrive with issue #4."""
+"""The main window: project New/Open/Recent/Close, the panels as tabs, and a status bar with
+the device, the running job, its progress and Cancel."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
+                               QPushButton, QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
 
+from app.context import ProjectContext
 from ussl_core.errors import UsslError
 from ussl_core.store import Project
 
+MAX_RECENT = 8
+
+
+def panel_classes() -> list[type]:
+    """The panels, in tab order (each: QWidget(context) with a `title`)."""
+    from app.panels import registry
+
+    return registry.PANELS
+
 
 class MainWindow(QMainWindow):
-    def __init__(self) -> None:
+    def __init__(self, context: ProjectContext | None = None) -> None:
         super().__init__()
-        self.project: Project | None = None
-        self.resize(1100, 720)
+        self.context = context or ProjectContext(self)
+        self.settings = QSettings("ussl", "ussl")
+        self.resize(1280, 800)
+        self._stack = QStackedWidget()
+        self._stack.addWidget(self._start_page())
+        self.tabs = QTabWidget()
+        self.panels = [cls(self.context) for cls in panel_classes()]
+        for panel in self.panels:
+            self.tabs.addTab(panel, panel.title)
+        self._stack.addWidget(self.tabs)
+        self.setCentralWidget(self._stack)
         self._build_menu()
-        self._show_start_page()
-        self._update_title()
+        self._build_status_bar()
+        self.context.project_changed.connect(self._project_changed)
+        self.context.job_started.connect(self._job_started)
+        self.context.job_progress.connect(self._job_progress)
+        self.context.job_finished.connect(self._job_finished)
+        self.context.job_error.connect(self._job_error)
+        self._project_changed()
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
 
-    def _build_menu(self) -> None:
-        menu = self.menuBar().addMenu("&File")
-        for text, shortcut, slot in (("&New project...", QKeySequence.New, self.new_project_dialog),
-                                     ("&Open project...", QKeySequence.Open, self.open_project_dialog),
-                                     ("&Close project", QKeySequence.Close, self.close_project),
-                                     ("&Quit", QKeySequence.Quit, self.close)):
-            action = QAction(text, self)
-            action.setShortcut(shortcut)
-            action.triggered.connect(slot)
-            menu.addAction(action)
-
-    def _show_start_page(self) -> None:
+    # ------------------------------------------------------------------ layout
+    def _start_page(self) -> QWidget:
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.setAlignment(Qt.AlignCenter)
@@ -45,30 +63,58 @@ class MainWindow(QMainWindow):
             button = QPushButton(text)
             button.clicked.connect(slot)
             layout.addWidget(button)
-        self.setCentralWidget(page)
+        return page
 
-    def _show_project_page(self) -> None:
-        assert self.project is not None
-        videos = self.project.videos()
-        label = QLabel(f"<h3>{self.project.root.name}</h3><p>{len(videos)} videos, "
-                       f"{sum(v.frame_count for v in videos)} frames</p>")
-        label.setAlignment(Qt.AlignCenter)
-        self.setCentralWidget(label)
+    def _build_menu(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        for text, shortcut, slot in (("&New project...", QKeySequence.New, self.new_project_dialog),
+                                     ("&Open project...", QKeySequence.Open, self.open_project_dialog)):
+            menu.addAction(self._action(text, shortcut, slot))
+        self.recent_menu = menu.addMenu("Open &recent")
+        self._fill_recent()
+        menu.addAction(self._action("&Close project", QKeySequence.Close, self.close_project))
+        menu.addSeparator()
+        menu.addAction(self._action("&Quit", QKeySequence.Quit, self.close))
 
-    def _update_title(self) -> None:
-        self.setWindowTitle(f"{self.project.root.name} — ussl" if self.project else "ussl")
+    def _action(self, text: str, shortcut, slot) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(shortcut)
+        action.triggered.connect(slot)
+        return action
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.device_label = QLabel(device_description())
+        self.job_label = QLabel("")
+        self.job_progress = QProgressBar()
+        self.job_progress.setMaximumWidth(220)
+        self.job_progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.context.cancel_job)
+        self.cancel_button.hide()
+        bar.addWidget(self.job_label, 1)
+        bar.addPermanentWidget(self.job_progress)
+        bar.addPermanentWidget(self.cancel_button)
+        bar.addPermanentWidget(self.device_label)
+
+    # ------------------------------------------------------------------ project
+    def _project_changed(self) -> None:
+        root = self.context.root
+        self.setWindowTitle(f"{root.name} — ussl" if root else "ussl")
+        self._stack.setCurrentIndex(1 if root else 0)
 
     def open_project(self, path: str | Path) -> bool:
         try:
-            project = Project.open(path)
+            self.context.open(path)
         except UsslError as exc:
             QMessageBox.warning(self, "Cannot open project", str(exc))
             return False
-        self.close_project()
-        self.project = project
-        self._show_project_page()
-        self._update_title()
+        self._remember(str(self.context.root))
         return True
+
+    @property
+    def project(self) -> Project | None:
+        return self.context.project
 
     def new_project_dialog(self) -> None:
         path = QFileDialog.getSaveFileName(self, "New project folder")[0]
@@ -86,12 +132,59 @@ class MainWindow(QMainWindow):
             self.open_project(path)
 
     def close_project(self) -> None:
-        if self.project is not None:
-            self.project.close()
-            self.project = None
-            self._show_start_page()
-            self._update_title()
+        self.context.close()
+
+    def _remember(self, path: str) -> None:
+        recent = [p for p in (self.settings.value("recent", []) or []) if p != path]
+        self.settings.setValue("recent", [path, *recent][:MAX_RECENT])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.value("recent", []) or []:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda checked=False, p=path: self.open_project(p))
+        self.recent_menu.setEnabled(bool(self.recent_menu.actions()))
+
+    # ------------------------------------------------------------------ jobs
+    def _job_started(self, kind: str) -> None:
+        self.job_label.setText(f"{kind}: starting")
+        self.job_progress.setRange(0, 0)
+        self.job_progress.show()
+        self.cancel_button.show()
+
+    def _job_progress(self, event) -> None:
+        self.job_progress.setRange(0, max(event.total, 1))
+        self.job_progress.setValue(event.done)
+        self.job_label.setText(f"{event.stage or 'job'}: {event.message}")
+
+    def _job_finished(self, kind: str, outcome: str) -> None:
+        self.job_progress.hide()
+        self.cancel_button.hide()
+        self.job_label.setText(f"{kind}: {outcome}")
+
+    def _job_error(self, message: str, details: str) -> None:
+        box = QMessageBox(QMessageBox.Warning, "The job failed", message, parent=self)
+        box.setInformativeText("Completed work is kept; fix the cause and run it again to continue.")
+        if details:
+            box.setDetailedText(details)
+        box.open()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        self.close_project()
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.context.shutdown()
         super().closeEvent(event)
+
+
+def device_description() -> str:
+    """CPU or the GPU's name, without importing TensorFlow in the GUI process."""
+    try:
+        import subprocess
+
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=2).stdout.strip()
+        if names:
+            return "GPU: " + names.splitlines()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "CPU"

@@ -28,3 +28,4 @@ def test_opening_a_non_project_warns_and_keeps_state(qtbot, tmp_path, monkeypatc
     assert not window.open_project(tmp_path)
     assert shown and str(tmp_path) in shown[0]
     assert window.project is None
+    window.close()

@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "compact": {
         "lowres": dict(input_size=64, output_size=16, maps=48, tail_maps=16),
-        "fconv": dict(input_size=128, maps=48, tail_maps=16),
+        "fconv": dict(input_size=128, maps=32, tail_maps=16),
         "basic_unet": dict(input_size=128, widths=(8, 16, 32, 64, 128), centre=256),
         "dilate_unet": dict(input_size=128, widths=(8, 16, 32, 64), centre=128),
         "dense_unet": dict(input_size=128, growth=(6, 12, 24, 32), stem=24),
