@@ -1,4 +1,7 @@
 """The panels of the main window, in tab order. Each is a QWidget built as Panel(context)
 with a class attribute `title`."""
 
-PANELS: list[type] = []
+from app.panels.audit import AuditPanel
+from app.panels.videos import VideosPanel
+
+PANELS: list[type] = [VideosPanel, AuditPanel]

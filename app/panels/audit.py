@@ -1,0 +1,1331 @@
+"""Audit: the researcher's main tool for the teacher's soft masks.
+
+Left, a virtualised grid of a producer's masks, best score first, each a small frame with its
+mask on top, its score and a decision badge; filters by producer, video, score range and
+decision. Keys on the grid: arrows move, A approves, R rejects, U clears, Space opens a large
+view, Ctrl+Z / Ctrl+Shift+Z undo and redo. Right, the purity curve (from ground truth where
+the masks have it, else from the decisions) with the selection cut-off as a line to drag or
+a number to type, how many masks it keeps, and "Apply selection", which stores the active
+selection (approved masks always in, rejected never).
+
+The panel reads the store and calls ussl_core; loading the mask records, the curve and the
+thumbnails happens off the GUI thread. Decisions and the selection are short writes through
+`context.write`, refused (with a message, not a crash) while a job holds the project.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import shiboken6
+from PySide6.QtCore import (QAbstractListModel, QItemSelectionModel, QModelIndex, QSize, Qt, QTimer,
+                            Signal)
+from PySide6.QtGui import QAction, QKeySequence, QUndoCommand, QUndoStack
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFrame,
+                               QGridLayout, QHBoxLayout, QLabel, QPushButton, QSplitter, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from app.widgets.plot import PlotCanvas
+from app.widgets.thumbnails import (BadgeRole, CellRole, DimRole, KeyRole, PayloadRole, RecordRole,
+                                    ThumbnailCache, ThumbnailDelegate, ThumbnailGrid,
+                                    ThumbnailLoader)
+from ussl_core.demo import overlay
+from ussl_core.errors import ProjectError, ProjectLockedError, UsslError
+from ussl_core.progress import Cancelled, CancelToken, Progress
+from ussl_core.purity import (PurityCurve, decisions_curve, n_kept, purity_curve, rank_best_first,
+                              read_ground_truth)
+from ussl_core.selection import SelectionSettings, select
+from ussl_core.store import Project
+from ussl_core.store.shards import read_shard
+
+THUMB = QSize(96, 72)
+NONE, APPROVE, REJECT = 0, 1, 2
+CODES = {"approve": APPROVE, "reject": REJECT, "clear": NONE}
+NAMES = {APPROVE: "approve", REJECT: "reject"}
+DECISION_FILTERS = ("All", "Approved", "Rejected", "Undecided")
+BUSY_MESSAGE = "A job is running: decisions and selection are paused until it finishes."
+CURVE_REFRESH_MS = 800
+MUTED = "color: #6b7075;"
+
+
+# ============================================================================ records
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of the grid, as the model hands it out."""
+    frame_id: int
+    producer_id: int
+    score: float
+    video_id: int
+    decision: str | None
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """What decisions_curve reads of a mask."""
+    frame_id: int
+    producer_id: int
+    score: float
+
+
+@dataclass
+class AuditTable:
+    """A producer's masks as columns, sorted by score (best first, ties in catalog order, as
+    selection and purity rank them). Images are not held here, only where to read them."""
+    producer_id: int
+    frame_id: np.ndarray
+    score: np.ndarray
+    video_id: np.ndarray
+    frame_idx: np.ndarray
+    decision: np.ndarray          # int8: 0 none, 1 approve, 2 reject
+    mask_path: np.ndarray         # int32 index into paths
+    mask_row: np.ndarray
+    frames_path: np.ndarray       # int32 index into paths, -1 when the shot has no frames
+    frames_row: np.ndarray
+    shot_id: np.ndarray
+    paths: list[str]
+    thumb_sizes: dict[int, tuple[int, int]]
+    video_names: dict[int, str]
+    _by_frame: np.ndarray = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_frame = np.argsort(self.frame_id, kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.frame_id)
+
+    def index_of(self, frame_ids) -> np.ndarray:
+        """Table positions of frame ids (-1 where absent)."""
+        frame_ids = np.atleast_1d(np.asarray(frame_ids, dtype=np.int64))
+        if not len(self):
+            return np.full(len(frame_ids), -1, np.int64)
+        sorted_ids = self.frame_id[self._by_frame]
+        pos = np.clip(np.searchsorted(sorted_ids, frame_ids), 0, len(self) - 1)
+        found = sorted_ids[pos] == frame_ids
+        return np.where(found, self._by_frame[pos], -1)
+
+    def payload(self, i: int) -> tuple:
+        frames = int(self.frames_path[i])
+        return (self.paths[frames] if frames >= 0 else None, int(self.frames_row[i]),
+                self.paths[int(self.mask_path[i])], int(self.mask_row[i]),
+                self.thumb_sizes.get(int(self.video_id[i]), (THUMB.width(), THUMB.height())))
+
+
+def thumb_size(width: int, height: int, box: QSize = THUMB) -> tuple[int, int]:
+    """The source's aspect ratio fitted into the thumbnail box."""
+    if width <= 0 or height <= 0:
+        return box.width(), box.height()
+    scale = min(box.width() / width, box.height() / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def load_table(root: Path, producer_id: int, cancel: CancelToken | None = None) -> AuditTable:
+    """Read a producer's mask records with their own read-only Project (any thread).
+
+    A mask's row in its shot's mask shard is also its frame's row in the shot's frames shard
+    (both hold the shot's frames in order: `commit_shot_masks`), so frames are not listed.
+    """
+    with Project.open(root) as project:
+        masks = project.masks(producer_id)
+        if cancel:
+            cancel.raise_if_cancelled()
+        decisions = project.decisions(producer_id)
+        shots = {s.id: s for s in project.shots()}
+        videos = project.videos()
+    if cancel:
+        cancel.raise_if_cancelled()
+    n = len(masks)
+    paths: dict[str, int] = {}
+
+    def path_index(stored: str | None) -> int:
+        if not stored:
+            return -1
+        if stored not in paths:
+            paths[stored] = len(paths)
+        return paths[stored]
+
+    code = {"approve": APPROVE, "reject": REJECT}
+    decided = {f: code[d["decision"]] for (f, _), d in decisions.items() if d["decision"] in code}
+    scores = np.fromiter((m.score for m in masks), np.float64, n)
+    frame_id = np.fromiter((m.frame_id for m in masks), np.int64, n)
+    shot_id = np.fromiter((m.shot_id for m in masks), np.int64, n)
+    row = np.fromiter((m.row for m in masks), np.int32, n)
+    # Per shot: where its frames are and where it starts, looked up for every mask at once.
+    shot_ids = np.array(sorted(shots), np.int64)
+    shot_frames = np.array([path_index(shots[s].frames_shard) for s in shot_ids], np.int32)
+    shot_start = np.array([shots[s].start for s in shot_ids], np.int32)
+    at = np.searchsorted(shot_ids, shot_id) if len(shot_ids) else np.zeros(n, np.int64)
+    order = rank_best_first(scores)
+    return AuditTable(
+        producer_id=producer_id,
+        frame_id=frame_id[order],
+        score=scores[order],
+        video_id=np.fromiter((m.video_id for m in masks), np.int64, n)[order],
+        frame_idx=(shot_start[at] + row)[order] if n else np.empty(0, np.int32),
+        decision=np.fromiter((decided.get(f, NONE) for f in frame_id.tolist()), np.int8, n)[order],
+        mask_path=np.fromiter((path_index(m.shard) for m in masks), np.int32, n)[order],
+        mask_row=row[order],
+        frames_path=shot_frames[at][order] if n else np.empty(0, np.int32),
+        frames_row=row[order],
+        shot_id=shot_id[order],
+        paths=[str((Path(root) / p).resolve()) for p in paths],
+        thumb_sizes={v.id: thumb_size(v.width, v.height) for v in videos},
+        video_names={v.id: v.name for v in videos})
+
+
+def render_thumbnail(payload: tuple) -> np.ndarray:
+    """The loader thread's work: a small frame with the soft mask on top (RGB uint8)."""
+    frames_path, frames_row, mask_path, mask_row, (w, h) = payload
+    soft = read_shard(Path(mask_path), "masks", mask_row).astype(np.float32) / 255.0
+    if frames_path is None:  # no stored frames: the mask alone, in grey
+        return cv2.resize((soft * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_AREA)
+    frame = read_shard(Path(frames_path), "frames", frames_row)
+    return overlay(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), soft)
+
+
+def _events(work, key: str):
+    """A run_light generator that never raises: errors come back in the result's metrics."""
+    def make(cancel: CancelToken) -> Iterator[Progress]:
+        yield Progress(0, 1, "reading", stage="audit")
+        try:
+            value = work(cancel)
+        except Cancelled:
+            raise
+        except UsslError as exc:
+            yield Progress(1, 1, "failed", {"error": str(exc)}, stage="audit")
+            return
+        except Exception as exc:  # a bug: one line in the panel, not a dead panel
+            yield Progress(1, 1, "failed", {"error": f"{type(exc).__name__}: {exc}"}, stage="audit")
+            return
+        yield Progress(1, 1, "done", {key: value}, stage="audit")
+    return make
+
+
+# ============================================================================ model
+class AuditModel(QAbstractListModel):
+    """The grid's rows: the table's positions that pass the filters, in score order."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.table: AuditTable | None = None
+        self.view = np.empty(0, np.int64)
+        self.kept = 0   # table positions below this are kept by the cut-off
+
+    # -- contents
+    def set_table(self, table: AuditTable | None, reset: bool = True) -> None:
+        """A new table; reset=False when `apply_filter` (which resets) follows at once."""
+        if reset:
+            self.beginResetModel()
+        self.table = table
+        self.view = np.arange(len(table), dtype=np.int64) if table is not None else np.empty(0, np.int64)
+        if reset:
+            self.endResetModel()
+
+    def apply_filter(self, video_id: int | None, low: float, high: float, decision: str) -> None:
+        self.beginResetModel()
+        t = self.table
+        if t is None:
+            self.view = np.empty(0, np.int64)
+        else:
+            keep = (t.score >= low - 1e-9) & (t.score <= high + 1e-9)
+            if video_id is not None:
+                keep &= t.video_id == video_id
+            if decision == "Approved":
+                keep &= t.decision == APPROVE
+            elif decision == "Rejected":
+                keep &= t.decision == REJECT
+            elif decision == "Undecided":
+                keep &= t.decision == NONE
+            self.view = np.flatnonzero(keep)
+        self.endResetModel()
+
+    def set_kept(self, kept: int) -> bool:
+        """Move the cut-off; True when it moved. No dataChanged over every row (with 100,000
+        rows the view walks them all, ~80 ms): the caller repaints the visible cells."""
+        if kept == self.kept:
+            return False
+        self.kept = kept
+        return True
+
+    def rows_of(self, positions: np.ndarray) -> np.ndarray:
+        """Grid rows of table positions (those that pass the filters)."""
+        positions = np.asarray(positions, np.int64)
+        rows = np.searchsorted(self.view, positions)
+        ok = rows < len(self.view)
+        ok[ok] = self.view[rows[ok]] == positions[ok]
+        return rows[ok]
+
+    def set_codes(self, positions: np.ndarray, codes: np.ndarray) -> None:
+        """Show new decisions at once (the store has them already)."""
+        if self.table is None:
+            return
+        self.table.decision[positions] = codes
+        for row in self.rows_of(positions):
+            index = self.index(int(row))
+            self.dataChanged.emit(index, index, [BadgeRole, DimRole, CellRole])
+
+    def position(self, row: int) -> int:
+        return int(self.view[row])
+
+    def is_kept(self, i: int) -> bool:
+        code = self.table.decision[i]
+        return code == APPROVE or (code != REJECT and i < self.kept)
+
+    # -- Qt interface
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 (Qt naming)
+        return 0 if parent.isValid() else len(self.view)
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid() or self.table is None:
+            return None
+        t = self.table
+        i = int(self.view[index.row()])
+        if role == CellRole:
+            code = int(t.decision[i])
+            return ((t.producer_id, int(t.frame_id[i])), f"{t.score[i]:.3f}", NAMES.get(code, ""),
+                    not (code == APPROVE or (code != REJECT and i < self.kept)))
+        if role == Qt.DisplayRole:
+            return f"{t.score[i]:.3f}"
+        if role == KeyRole:
+            return (t.producer_id, int(t.frame_id[i]))
+        if role == BadgeRole:
+            return NAMES.get(int(t.decision[i]), "")   # never None (see widgets.thumbnails)
+        if role == DimRole:
+            return not self.is_kept(i)
+        if role == PayloadRole:
+            return t.payload(i)
+        if role == RecordRole:
+            return AuditRecord(int(t.frame_id[i]), t.producer_id, float(t.score[i]),
+                               int(t.video_id[i]), NAMES.get(int(t.decision[i])))
+        if role == Qt.ToolTipRole:
+            decision = NAMES.get(int(t.decision[i]), "undecided")
+            return (f"{t.video_names.get(int(t.video_id[i]), '?')}, frame {int(t.frame_idx[i])}\n"
+                    f"score {t.score[i]:.4f} · rank {i + 1:,} of {len(t):,} · {decision}")
+        return None
+
+
+# ============================================================================ undo
+class DecisionCommand(QUndoCommand):
+    """One decision on one or more masks; redo sets it, undo restores what each had."""
+
+    def __init__(self, panel: "AuditPanel", producer_id: int, frame_ids: list[int],
+                 previous: list[str], decision: str) -> None:
+        n = len(frame_ids)
+        verb = {"approve": "approve", "reject": "reject", "clear": "clear"}[decision]
+        super().__init__(f"{verb} {n} mask{'s' if n != 1 else ''}")
+        self.panel = panel
+        self.producer_id = producer_id
+        self.frame_ids = frame_ids
+        self.previous = previous
+        self.decision = decision
+        self._done = True   # the panel wrote it before pushing; the push's redo is a no-op
+
+    def redo(self) -> None:
+        if self._done:
+            self._done = False
+            return
+        self.panel.write_decisions(self.producer_id, self.frame_ids,
+                                   [self.decision] * len(self.frame_ids), from_history=True)
+
+    def undo(self) -> None:
+        self.panel.write_decisions(self.producer_id, self.frame_ids, self.previous,
+                                   from_history=True)
+
+
+# ============================================================================ plot
+class CutoffPlot(PlotCanvas):
+    """The purity curve with the selection cut-off as a vertical line the mouse can drag.
+
+    The line and its shaded span are animated artists: moving them restores the saved
+    background and blits (a few ms), at most once per timer tick; the whole figure is drawn
+    again (draw_idle) only when the curve changes or the canvas is resized.
+    """
+
+    cutoff_dragged = Signal(float)   # percent kept
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent, width=3.6, height=2.6)
+        self.curve: PurityCurve | None = None
+        self.message = ""
+        self._line = None
+        self._span = None
+        self._background = None
+        self._dragging = False
+        self.cutoff = 10.0
+        self.full_draws = 0
+        self.blits = 0
+        self._blit_timer = QTimer(self)
+        self._blit_timer.setSingleShot(True)
+        self._blit_timer.setInterval(10)
+        self._blit_timer.timeout.connect(self._blit)
+        self.mpl_connect("draw_event", self._drawn)
+        self.mpl_connect("button_press_event", self._press)
+        self.mpl_connect("motion_notify_event", self._motion)
+        self.mpl_connect("button_release_event", self._release)
+        self.set_curve(None)
+
+    def set_curve(self, curve: PurityCurve | None, message: str = "") -> None:
+        self.curve = curve
+        self.message = message
+        ax = self.axes
+        ax.clear()
+        self.style_axes()
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("percent kept (best scores first)")
+        ax.set_ylabel("purity")
+        if curve is not None and curve.source == "ground_truth":
+            ax.plot(curve.percent, _nan(curve.mean_iou), color="#3b6ea8", lw=1.4, label="mean IoU")
+            ax.plot(curve.percent, _nan(curve.corloc), color="#d08c2f", lw=1.4, label="CorLoc")
+            ax.legend(loc="lower left", frameon=False, fontsize=7)
+        elif curve is not None and curve.approved_share is not None:
+            ax.plot(curve.percent, _nan(curve.approved_share), color="#2e9d57", lw=1.4,
+                    label="approved share of audited")
+            ax.legend(loc="lower left", frameon=False, fontsize=7)
+        if message:
+            ax.text(50, 0.5, message, ha="center", va="center", color="#8a8f94", fontsize=8,
+                    wrap=True)
+        self._span = ax.axvspan(0, self.cutoff, color="#c0392b", alpha=0.05, lw=0, animated=True)
+        self._line = ax.axvline(self.cutoff, color="#c0392b", lw=1.3, alpha=0.9, animated=True)
+        self._background = None
+        self.redraw()
+
+    def set_cutoff(self, percent: float) -> None:
+        cutoff = float(min(max(percent, 0.0), 100.0))
+        if self._line is None or cutoff == self.line_x:
+            self.cutoff = cutoff
+            return
+        self.cutoff = cutoff
+        self._line.set_xdata([cutoff, cutoff])
+        self._span.set_width(cutoff)
+        if self._background is None:
+            self.redraw()
+        elif not self._blit_timer.isActive():
+            self._blit_timer.start()
+
+    def _drawn(self, event) -> None:
+        """After a full draw: keep the background, draw the line on top."""
+        self.full_draws += 1
+        self._background = self.copy_from_bbox(self.figure.bbox)
+        self.figure.draw_artist(self._span)
+        self.figure.draw_artist(self._line)
+
+    def _blit(self) -> None:
+        if self._background is None:
+            self.redraw()
+            return
+        self.restore_region(self._background)
+        self.figure.draw_artist(self._span)
+        self.figure.draw_artist(self._line)
+        self.blit(self.figure.bbox)
+        self.blits += 1
+
+    @property
+    def line_x(self) -> float:
+        return float(self._line.get_xdata()[0])
+
+    def _percent_at(self, event) -> float | None:
+        if event.inaxes is not self.axes or event.xdata is None:
+            return None
+        return float(min(max(event.xdata, 0.1), 100.0))
+
+    def _press(self, event) -> None:
+        if event.button == 1 and self.isEnabled():
+            percent = self._percent_at(event)
+            if percent is not None:
+                self._dragging = True
+                self.cutoff_dragged.emit(percent)
+
+    def _motion(self, event) -> None:
+        if self._dragging:
+            percent = self._percent_at(event)
+            if percent is not None:
+                self.cutoff_dragged.emit(percent)
+        else:
+            near = (event.inaxes is self.axes and event.xdata is not None
+                    and abs(event.xdata - self.cutoff) < 1.5)
+            self.setCursor(Qt.SizeHorCursor if near else Qt.ArrowCursor)
+
+    def _release(self, event) -> None:
+        self._dragging = False
+
+
+def _nan(values) -> list[float]:
+    return [math.nan if v is None else v for v in values]
+
+
+# ============================================================================ large view
+class MaskDialog(QDialog):
+    """Space on the grid: the mask large (frame | mask | overlay, ground truth outlined)."""
+
+    def __init__(self, panel: "AuditPanel") -> None:
+        super().__init__(panel)
+        self.panel = panel
+        self.setWindowTitle("Mask")
+        self.resize(1000, 420)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        try:
+            from app.widgets.mask_view import MaskView
+
+            self.view = MaskView(self)
+            self.view.set_mode("side_by_side")
+            self.view.set_placeholder("Loading…")
+            self.label = None
+        except ImportError:  # pragma: no cover - the shared view is part of the app
+            self.view = None
+            self.label = QLabel("Loading…")
+            self.label.setAlignment(Qt.AlignCenter)
+            self.label.setMinimumSize(600, 300)
+        layout.addWidget(self.view or self.label, 1)
+        self.info = QLabel("")
+        self.info.setStyleSheet(MUTED)
+        layout.addWidget(self.info)
+        hint = QLabel("A approve · R reject · U clear · ←/→ previous/next · Space or Esc close")
+        hint.setStyleSheet(MUTED)
+        layout.addWidget(hint)
+        self.record: AuditRecord | None = None
+        self._token = 0
+
+    def show_record(self, record: AuditRecord, payload: tuple, shot_id: int, text: str) -> None:
+        self._token += 1
+        token = self._token
+        same = self.record is not None and self.record.frame_id == record.frame_id
+        self.record = record
+        self.info.setText(text)
+        root = self.panel.context.root
+
+        def work(cancel):
+            frames_path, frames_row, mask_path, mask_row, (tw, th) = payload
+            soft = read_shard(Path(mask_path), "masks", mask_row).astype(np.float32) / 255.0
+            frame = (read_shard(Path(frames_path), "frames", frames_row) if frames_path
+                     else np.zeros(soft.shape + (3,), np.uint8))
+            # Working frames are stored at a fixed size: show them in the source's aspect.
+            h = max(frame.shape[0], 240)
+            size = (max(1, round(h * tw / th)), h)
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+            soft = cv2.resize(soft, size, interpolation=cv2.INTER_LINEAR)
+            gt = None
+            with Project.open(root) as project:
+                for f in project.frames(shot_id=shot_id):
+                    if f.id == record.frame_id and f.gt_path:
+                        gt = read_ground_truth(project.abspath(f.gt_path))
+            return frame, soft, gt
+
+        if same:
+            return   # only the decision changed: the images are already there
+        # The previous images stay until the new ones are read (no flicker). Arrow keys can outrun the reads: only the latest one is shown.
+        self.panel.context.run_light(
+            _events(work, "images"),
+            lambda event: _alive(self) and token == self._token and self._loaded(event))
+
+    def _loaded(self, event) -> None:
+        if "error" in event.metrics:
+            if self.view is not None:
+                self.view.set_placeholder(event.metrics["error"])
+            else:
+                self.label.setText(event.metrics["error"])
+            return
+        frame, soft, gt = event.metrics["images"]
+        if self.view is not None:
+            self.view.set_frame(frame)
+            self.view.set_mask(soft)
+            self.view.set_ground_truth(gt)
+        else:
+            from app.widgets.thumbnails import qimage_from_rgb
+            from PySide6.QtGui import QPixmap
+
+            big = overlay(frame, soft)
+            self.label.setPixmap(QPixmap.fromImage(qimage_from_rgb(big)).scaled(
+                self.label.size(), Qt.KeepAspectRatio, Qt.SmoothTransformation))
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        key = event.key()
+        if key in ThumbnailGrid.KEYS and event.modifiers() in (Qt.NoModifier, Qt.ShiftModifier):
+            self.panel.step(0)   # the mask shown here only, not the grid's whole selection
+            self.panel.decide(ThumbnailGrid.KEYS[key])
+            self.panel.open_large_view()   # the next mask, or this one with its new decision
+            return
+        if key in (Qt.Key_Left, Qt.Key_Right):
+            self.panel.step(-1 if key == Qt.Key_Left else 1)
+            self.panel.open_large_view()
+            return
+        if key == Qt.Key_Space:
+            self.close()
+            return
+        super().keyPressEvent(event)
+
+
+# ============================================================================ panel
+class AuditPanel(QWidget):
+    """Audit the soft masks: grid, decisions with undo, purity curve, cut-off, selection."""
+
+    title = "Audit"
+    table_loaded = Signal()
+    curve_loaded = Signal()
+
+    def __init__(self, context, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.context = context
+        self.model = AuditModel(self)
+        self.cache = ThumbnailCache(1500)   # ~40 MB of 96 x 72 thumbnails
+        self.loader = ThumbnailLoader(render_thumbnail, parent=self)
+        self.undo_stack = QUndoStack(self)
+        self.curve: PurityCurve | None = None
+        self.dialog: MaskDialog | None = None
+        self.last_result = None
+        self._table_token = 0
+        self._curve_token = 0
+        self._own_write = False
+        self._loading = False
+        self._curve_after_table = False
+        self._build()
+        self._curve_timer = QTimer(self)
+        self._curve_timer.setSingleShot(True)
+        self._curve_timer.setInterval(CURVE_REFRESH_MS)
+        self._curve_timer.timeout.connect(self.refresh_decisions_curve)
+        context.project_changed.connect(self._project_changed)
+        context.data_changed.connect(self._data_changed)
+        context.busy_changed.connect(self._busy_changed)
+        self.undo_stack.canUndoChanged.connect(lambda _: self._update_enabled())
+        self.undo_stack.canRedoChanged.connect(lambda _: self._update_enabled())
+        self._project_changed()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 4)
+        outer.setSpacing(4)
+
+        # Filters: one dense row above the grid.
+        filters = QHBoxLayout()
+        filters.setSpacing(6)
+        self.producer_combo = QComboBox()
+        self.producer_combo.setMinimumContentsLength(20)
+        self.producer_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.video_combo = QComboBox()
+        self.video_combo.setMinimumContentsLength(14)
+        self.video_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.score_min = self._score_spin()
+        self.score_max = self._score_spin()
+        self.score_max.setValue(1.0)
+        self.decision_combo = QComboBox()
+        self.decision_combo.addItems(DECISION_FILTERS)
+        self.count_label = QLabel("")
+        self.count_label.setStyleSheet(MUTED)
+        for text, widget in (("Producer", self.producer_combo), ("Video", self.video_combo)):
+            filters.addWidget(self._caption(text))
+            filters.addWidget(widget)
+        filters.addSpacing(4)
+        filters.addWidget(self._caption("Score"))
+        filters.addWidget(self.score_min)
+        filters.addWidget(QLabel("–"))
+        filters.addWidget(self.score_max)
+        filters.addSpacing(4)
+        filters.addWidget(self._caption("Show"))
+        filters.addWidget(self.decision_combo)
+        filters.addStretch(1)
+        filters.addWidget(self.count_label)
+
+        # The grid.
+        self.grid = ThumbnailGrid()
+        self.grid.setModel(self.model)
+        self.delegate = ThumbnailDelegate(self.cache, self.loader, THUMB, self.grid)
+        self.delegate.attach(self.grid)
+        self.grid.set_cell_size(self.delegate.cell_size() + QSize(4, 4))
+        self.grid.setStyleSheet("QListView { background: #fafafa; border: 1px solid #dcdfe2; }")
+        self.grid.decide.connect(self.decide)
+        self.grid.open_requested.connect(self.open_large_view)
+        self.grid.undo_requested.connect(self.undo)
+        self.grid.redo_requested.connect(self.redo)
+        self.grid.selectionModel().selectionChanged.connect(lambda *_: self._update_enabled())
+
+        # Keys and history under the grid.
+        self.undo_action = QAction("Undo", self)
+        self.undo_action.setShortcut(QKeySequence("Ctrl+Z"))
+        self.undo_action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+        self.undo_action.triggered.connect(self.undo)
+        self.redo_action = QAction("Redo", self)
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.redo_action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+        self.redo_action.triggered.connect(self.redo)
+        self.addActions([self.undo_action, self.redo_action])
+        self.undo_button = QToolButton()
+        self.undo_button.setDefaultAction(self.undo_action)
+        self.redo_button = QToolButton()
+        self.redo_button.setDefaultAction(self.redo_action)
+        self.advance_check = QCheckBox("next after deciding")
+        self.advance_check.setChecked(True)
+        self.advance_check.setToolTip("After A, R or U on one mask, move to the next one")
+        keys = QLabel("<b>A</b> approve · <b>R</b> reject · <b>U</b> clear · <b>Space</b> enlarge")
+        keys.setStyleSheet(MUTED)
+        history = QHBoxLayout()
+        history.setSpacing(6)
+        history.addWidget(keys)
+        history.addStretch(1)
+        history.addWidget(self.advance_check)
+        history.addWidget(self.undo_button)
+        history.addWidget(self.redo_button)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.setSpacing(4)
+        left_layout.addLayout(filters)
+        left_layout.addWidget(self.grid, 1)
+        left_layout.addLayout(history)
+
+        # Right: purity, cut-off, selection.
+        self.plot = CutoffPlot()
+        self.plot.cutoff_dragged.connect(self._cutoff_dragged)
+        self.source_label = QLabel("")
+        self.source_label.setStyleSheet(MUTED)
+        self.source_label.setWordWrap(True)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(["Top percent", "Score above"])
+        self.mode_combo.currentIndexChanged.connect(self._mode_changed)
+        self.percent_spin = QDoubleSpinBox()
+        self.percent_spin.setRange(0.1, 100.0)
+        self.percent_spin.setDecimals(1)
+        self.percent_spin.setSingleStep(1.0)
+        self.percent_spin.setSuffix(" %")
+        self.percent_spin.setValue(10.0)   # the paper keeps the top 10 percent
+        self.percent_spin.setKeyboardTracking(False)
+        self.percent_spin.valueChanged.connect(self._cutoff_changed)
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setDecimals(3)
+        self.threshold_spin.setSingleStep(0.01)
+        self.threshold_spin.setValue(0.5)
+        self.threshold_spin.setKeyboardTracking(False)
+        self.threshold_spin.valueChanged.connect(self._cutoff_changed)
+        self.threshold_spin.hide()
+        self.kept_label = QLabel("")
+        self.kept_label.setWordWrap(True)
+        self.apply_button = QPushButton("Apply selection")
+        self.apply_button.setToolTip("Store the masks kept at this cut-off as the active selection "
+                                     "(approved masks always in, rejected never)")
+        self.apply_button.clicked.connect(self.apply_selection)
+        self.selection_label = QLabel("")
+        self.selection_label.setWordWrap(True)
+        self.selection_label.setStyleSheet(MUTED)
+
+        cutoff = QGridLayout()
+        cutoff.setHorizontalSpacing(6)
+        cutoff.setVerticalSpacing(4)
+        cutoff.addWidget(self._caption("Cut-off"), 0, 0)
+        cutoff.addWidget(self.mode_combo, 0, 1)
+        cutoff.addWidget(self.percent_spin, 0, 2)
+        cutoff.addWidget(self.threshold_spin, 0, 2)
+        cutoff.setColumnStretch(3, 1)
+
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(6, 0, 0, 0)
+        right_layout.setSpacing(4)
+        heading = QLabel("<b>Purity</b>")
+        right_layout.addWidget(heading)
+        right_layout.addWidget(self.plot, 1)
+        right_layout.addWidget(self.source_label)
+        right_layout.addWidget(_rule())
+        right_layout.addLayout(cutoff)
+        right_layout.addWidget(self.kept_label)
+        apply_row = QHBoxLayout()
+        apply_row.addWidget(self.apply_button)
+        apply_row.addStretch(1)
+        right_layout.addLayout(apply_row)
+        right_layout.addWidget(self.selection_label)
+        right_layout.addStretch(0)
+
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 1)
+        splitter.setChildrenCollapsible(False)
+        right.setMinimumWidth(300)
+        splitter.setSizes([900, 360])
+        outer.addWidget(splitter, 1)
+
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        outer.addWidget(self.status_label)
+
+        self.producer_combo.currentIndexChanged.connect(self._producer_changed)
+        self.video_combo.currentIndexChanged.connect(self.apply_filters)
+        self.decision_combo.currentIndexChanged.connect(self.apply_filters)
+        self.score_min.valueChanged.connect(self.apply_filters)
+        self.score_max.valueChanged.connect(self.apply_filters)
+
+    @staticmethod
+    def _caption(text: str) -> QLabel:
+        label = QLabel(text)
+        label.setStyleSheet(MUTED)
+        return label
+
+    @staticmethod
+    def _score_spin() -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setDecimals(3)
+        spin.setSingleStep(0.05)
+        spin.setRange(0.0, 1.0)
+        spin.setKeyboardTracking(False)
+        spin.setFixedWidth(72)
+        return spin
+
+    # ------------------------------------------------------------------ messages
+    def say(self, text: str, warn: bool = False) -> None:
+        self.status_label.setStyleSheet("color: #b03a2e;" if warn else MUTED)
+        self.status_label.setText(text)
+
+    # ------------------------------------------------------------------ project and loading
+    def _project_changed(self) -> None:
+        self.undo_stack.clear()
+        self.loader.reset()
+        self.cache.clear()
+        self.delegate.clear()
+        self.close_large_view()
+        project = self.context.project
+        self.producer_combo.blockSignals(True)
+        self.producer_combo.clear()
+        if project is not None:
+            try:
+                default = project.default_producer().id
+            except ProjectError:
+                default = None
+            for p in project.producers():
+                count = project.mask_count(p.id)
+                if count:
+                    self.producer_combo.addItem(f"{p.name} ({count:,})", p.id)
+            if default is not None and self.producer_combo.findData(default) >= 0:
+                self.producer_combo.setCurrentIndex(self.producer_combo.findData(default))
+        self.producer_combo.blockSignals(False)
+        self._fill_videos()
+        self._show_active_selection()
+        self._start_from_active_selection()
+        if project is not None and self.producer_combo.count() == 0:
+            self.say("No masks yet: run the teacher on the project's videos (Videos panel), "
+                     "then audit its masks here.")
+        self._producer_changed()
+
+    def _fill_videos(self) -> None:
+        current = self.video_combo.currentData()
+        self.video_combo.blockSignals(True)
+        self.video_combo.clear()
+        self.video_combo.addItem("All videos", None)
+        if self.context.project is not None:
+            for v in self.context.project.videos():
+                self.video_combo.addItem(v.name, v.id)
+        index = self.video_combo.findData(current) if current is not None else 0
+        self.video_combo.setCurrentIndex(max(index, 0))
+        self.video_combo.blockSignals(False)
+
+    @property
+    def producer_id(self) -> int | None:
+        return self.producer_combo.currentData()
+
+    def _producer_changed(self) -> None:
+        self.undo_stack.clear()   # the history belongs to the producer being audited
+        self.loader.reset()
+        self.curve = None
+        self.model.set_table(None)
+        self._update_counts()
+        self.plot.set_curve(None, "Computing purity …" if self.producer_id is not None else "")
+        self._curve_after_table = True   # one thread at a time: the grid first, then purity
+        self.reload_table()
+
+    def _data_changed(self) -> None:
+        """A job (or another panel) wrote to the store: re-read what we show."""
+        if self._own_write or self.context.project is None:
+            return
+        known = {self.producer_combo.itemData(i) for i in range(self.producer_combo.count())}
+        producers = {p.id for p in self.context.project.producers()
+                     if self.context.project.mask_count(p.id)}
+        if producers != known:
+            self._project_changed()   # a new producer (the teacher ran): fill the lists again
+            return
+        self._fill_videos()
+        self.loader.reset()
+        self.cache.clear()
+        self.delegate.clear()
+        self.reload_table(keep_position=True)
+        self.reload_curve()
+        self._show_active_selection()
+
+    def reload_table(self, keep_position: bool = False) -> None:
+        self._table_token += 1
+        token = self._table_token
+        producer_id = self.producer_id
+        if self.context.project is None or producer_id is None:
+            self.model.set_table(None)
+            self._update_counts()
+            self._update_enabled()
+            if self._curve_after_table:
+                self._curve_after_table = False
+                self.reload_curve()
+            return
+        self._loading = True
+        self._update_enabled()
+        if not keep_position:
+            self.say(f"Reading {self.producer_combo.currentText()} …")
+        current = self.current_record()
+        root = self.context.root
+        self.context.run_light(
+            _events(lambda cancel: load_table(root, producer_id, cancel), "table"),
+            lambda event: _alive(self) and self._table_ready(token, event,
+                                                             current if keep_position else None))
+
+    def _table_ready(self, token: int, event, current: AuditRecord | None) -> None:
+        if token != self._table_token:
+            return   # a newer load is on its way
+        self._loading = False
+        if self._curve_after_table:
+            self._curve_after_table = False
+            self.reload_curve()
+        if "error" in event.metrics:
+            self.say(f"Cannot read the masks: {event.metrics['error']}", warn=True)
+            self._update_enabled()
+            return
+        table: AuditTable = event.metrics["table"]
+        self.model.set_table(table, reset=False)   # apply_filters below resets the model once
+        if len(table):
+            low, high = float(table.score.min()), float(table.score.max())
+            floor, ceil = min(0.0, math.floor(low * 100) / 100), max(1.0, math.ceil(high * 100) / 100)
+            for spin in (self.score_min, self.score_max, self.threshold_spin):
+                spin.blockSignals(True)
+                spin.setRange(floor, ceil)
+                spin.blockSignals(False)
+            if current is None:
+                self.score_min.blockSignals(True)
+                self.score_max.blockSignals(True)
+                self.score_min.setValue(floor)
+                self.score_max.setValue(ceil)
+                self.score_min.blockSignals(False)
+                self.score_max.blockSignals(False)
+        self.apply_filters(restore=current)
+        self._update_cutoff()
+        if current is None:
+            self.say("" if len(table) else "This producer has no masks.")
+        self._update_enabled()
+        self.table_loaded.emit()
+
+    def reload_curve(self) -> None:
+        self._curve_token += 1
+        token = self._curve_token
+        producer_id = self.producer_id
+        if self.context.project is None or producer_id is None:
+            self.curve = None
+            self.plot.set_curve(None, "No masks to measure yet")
+            self.source_label.setText("")
+            return
+        if self.curve is None and self.plot.message != "Computing purity …":
+            self.plot.set_curve(None, "Computing purity …")
+        root = self.context.root
+
+        def work(cancel):
+            with Project.open(root) as project:
+                return purity_curve(project, producer_id)
+
+        self.context.run_light(_events(work, "curve"),
+                               lambda event: _alive(self) and self._curve_ready(token, event))
+
+    def refresh_decisions_curve(self) -> None:
+        """After decisions, when purity comes from them: the curve from the decisions the grid
+        already shows (ussl_core's decisions_curve on the table), without re-reading 100,000
+        masks from the store."""
+        table = self.model.table
+        if table is None or self.curve is None or self.curve.source != "decisions":
+            self.reload_curve()
+            return
+        self._curve_token += 1
+        token = self._curve_token
+        frame_ids, scores, codes = table.frame_id.copy(), table.score.copy(), table.decision.copy()
+        producer_id = table.producer_id
+
+        def work(cancel):
+            masks = [_Scored(f, producer_id, s) for f, s in zip(frame_ids.tolist(), scores.tolist())]
+            decided = {(int(f), producer_id): {"decision": NAMES[int(c)]}
+                       for f, c in zip(frame_ids[codes != NONE], codes[codes != NONE])}
+            return decisions_curve(masks, decided)
+
+        self.context.run_light(_events(work, "curve"),
+                               lambda event: _alive(self) and self._curve_ready(token, event))
+
+    def _curve_ready(self, token: int, event) -> None:
+        if token != self._curve_token:
+            return
+        if "error" in event.metrics:
+            self.curve = None
+            self.plot.set_curve(None, "No purity curve")
+            self.source_label.setText(f"Cannot compute purity: {event.metrics['error']}")
+            return
+        curve: PurityCurve = event.metrics["curve"]
+        self.curve = curve
+        if curve.source == "ground_truth":
+            self.plot.set_curve(curve)
+            self.source_label.setText(f"From ground truth ({curve.n_masks:,} masks with annotations)")
+        else:
+            audited = curve.n_audited[-1] if curve.n_audited else 0
+            message = "" if audited else "No ground truth and no decisions yet:\napprove or reject masks"
+            self.plot.set_curve(curve, message)
+            self.source_label.setText(f"From human decisions, {audited:,} audited")
+        self._update_cutoff()
+        self.curve_loaded.emit()
+
+    # ------------------------------------------------------------------ filters
+    def apply_filters(self, *_, restore: AuditRecord | None = None) -> None:
+        if restore is None:
+            restore = self.current_record()
+        low, high = self.score_min.value(), self.score_max.value()
+        if low > high:
+            low, high = high, low
+        self.model.apply_filter(self.video_combo.currentData(), low, high,
+                                self.decision_combo.currentText())
+        row = 0
+        if restore is not None and self.model.table is not None:
+            position = self.model.table.index_of([restore.frame_id])[0]
+            rows = self.model.rows_of(np.array([position])) if position >= 0 else []
+            row = int(rows[0]) if len(rows) else 0
+        if self.model.rowCount():
+            index = self.model.index(row)
+            self.grid.selectionModel().setCurrentIndex(index, QItemSelectionModel.ClearAndSelect)
+            self.grid.scrollTo(index)
+        self._update_counts()
+
+    def _update_counts(self) -> None:
+        total = len(self.model.table) if self.model.table is not None else 0
+        shown = self.model.rowCount()
+        if self._loading and not total:
+            self.count_label.setText("loading …")
+        elif shown == total:
+            self.count_label.setText(f"{total:,} masks")
+        else:
+            self.count_label.setText(f"{shown:,} of {total:,} masks")
+
+    # ------------------------------------------------------------------ selection in the grid
+    def selected_rows(self) -> list[int]:
+        rows = sorted(i.row() for i in self.grid.selectionModel().selectedIndexes())
+        if not rows and self.grid.currentIndex().isValid():
+            rows = [self.grid.currentIndex().row()]
+        return rows
+
+    def current_record(self) -> AuditRecord | None:
+        index = self.grid.currentIndex()
+        return index.data(RecordRole) if index.isValid() else None
+
+    def step(self, delta: int) -> None:
+        row = self.grid.currentIndex().row() + delta
+        if 0 <= row < self.model.rowCount():
+            index = self.model.index(row)
+            self.grid.selectionModel().setCurrentIndex(index, QItemSelectionModel.ClearAndSelect)
+            self.grid.scrollTo(index)
+
+    # ------------------------------------------------------------------ decisions
+    def _refuse_while_busy(self) -> bool:
+        if self.context.busy:
+            self.say(BUSY_MESSAGE, warn=True)
+            return True
+        return False
+
+    def decide(self, decision: str) -> None:
+        """Approve / reject / clear the selected masks (one undoable step)."""
+        if self._refuse_while_busy():
+            return
+        table = self.model.table
+        rows = self.selected_rows()
+        if table is None or not rows:
+            self.say("Select one or more masks first.")
+            return
+        positions = self.model.view[rows]
+        frame_ids = [int(f) for f in table.frame_id[positions]]
+        previous = [NAMES.get(int(c), "clear") for c in table.decision[positions]]
+        if all(p == decision for p in previous):
+            self.say(f"Already {_past(decision)}.")
+            self._advance(rows)
+            return
+        if not self.write_decisions(table.producer_id, frame_ids, [decision] * len(frame_ids)):
+            return
+        self.undo_stack.push(DecisionCommand(self, table.producer_id, frame_ids, previous, decision))
+        n = len(frame_ids)
+        self.say(f"{_past(decision).capitalize()} {n:,} mask{'s' if n != 1 else ''}.")
+        self._advance(rows)
+
+    def _advance(self, rows: list[int]) -> None:
+        if self.advance_check.isChecked() and len(rows) == 1:
+            self.step(1)
+
+    def write_decisions(self, producer_id: int, frame_ids: list[int], decisions: list[str],
+                        from_history: bool = False) -> bool:
+        """Store decisions (one short locked write) and show them; False when refused."""
+        rows = [(f, producer_id, d, None, None) for f, d in zip(frame_ids, decisions)]
+        if not self._write(lambda project: project.set_decisions(rows), "store the decision"):
+            if from_history:
+                # The store and the history no longer agree: start a fresh history from
+                # what the store holds (re-read), rather than guess.
+                QTimer.singleShot(0, self._history_failed)
+            return False
+        table = self.model.table
+        if table is not None and table.producer_id == producer_id:
+            positions = table.index_of(frame_ids)
+            ok = positions >= 0
+            self.model.set_codes(positions[ok], np.array([CODES[d] for d in decisions], np.int8)[ok])
+            self._update_cutoff()
+            if self.curve is not None and self.curve.source == "decisions":
+                self._curve_timer.start()
+        return True
+
+    def _history_failed(self) -> None:
+        self.undo_stack.clear()
+        self.reload_table(keep_position=True)
+
+    def _write(self, change, what: str):
+        """context.write with the panel's messages; the result, or None when refused."""
+        if self._refuse_while_busy():
+            return None
+        self._own_write = True
+        try:
+            return self.context.write(change) or True
+        except ProjectLockedError as exc:
+            self.say(f"Cannot {what} now: {exc}", warn=True)
+        except UsslError as exc:
+            self.say(f"Cannot {what}: {exc}", warn=True)
+        finally:
+            self._own_write = False
+        return None
+
+    def undo(self) -> None:
+        if self._refuse_while_busy() or not self.undo_stack.canUndo():
+            return
+        text = self.undo_stack.undoText()
+        self.undo_stack.undo()
+        if self.undo_stack.count():
+            self.say(f"Undid: {text}.")
+
+    def redo(self) -> None:
+        if self._refuse_while_busy() or not self.undo_stack.canRedo():
+            return
+        text = self.undo_stack.redoText()
+        self.undo_stack.redo()
+        if self.undo_stack.count():
+            self.say(f"Redid: {text}.")
+
+    # ------------------------------------------------------------------ busy
+    def _busy_changed(self, busy: bool) -> None:
+        if busy:
+            self.say(BUSY_MESSAGE)
+        elif self.status_label.text() == BUSY_MESSAGE:
+            self.say("")
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        if not (_alive(self) and _alive(self.undo_stack)):
+            return   # the panel is being torn down
+        busy = self.context.busy
+        has_table = self.model.table is not None and len(self.model.table) > 0
+        self.undo_action.setEnabled(not busy and self.undo_stack.canUndo())
+        self.redo_action.setEnabled(not busy and self.undo_stack.canRedo())
+        self.undo_action.setToolTip(f"Undo {self.undo_stack.undoText()} (Ctrl+Z)"
+                                    if self.undo_stack.canUndo() else "Nothing to undo")
+        self.redo_action.setToolTip(f"Redo {self.undo_stack.redoText()} (Ctrl+Shift+Z)"
+                                    if self.undo_stack.canRedo() else "Nothing to redo")
+        self.apply_button.setEnabled(not busy and has_table)
+        self.plot.setEnabled(has_table)
+        for widget in (self.percent_spin, self.threshold_spin, self.mode_combo):
+            widget.setEnabled(has_table)
+
+    # ------------------------------------------------------------------ cut-off
+    @property
+    def threshold_mode(self) -> bool:
+        return self.mode_combo.currentIndex() == 1
+
+    def _mode_changed(self) -> None:
+        table = self.model.table
+        if self.threshold_mode:
+            # Start from the score at the current percent, so the line stays put.
+            if table is not None and len(table):
+                k = n_kept(self.percent_spin.value(), len(table))
+                self.threshold_spin.blockSignals(True)
+                self.threshold_spin.setValue(_threshold_keeping(table.score, k))
+                self.threshold_spin.blockSignals(False)
+            self.percent_spin.hide()
+            self.threshold_spin.show()
+        else:
+            if table is not None and len(table):
+                kept = int(np.count_nonzero(table.score > self.threshold_spin.value()))
+                self.percent_spin.blockSignals(True)
+                self.percent_spin.setValue(max(0.1, 100.0 * kept / len(table)))
+                self.percent_spin.blockSignals(False)
+            self.threshold_spin.hide()
+            self.percent_spin.show()
+        self._update_cutoff()
+
+    def _cutoff_changed(self) -> None:
+        self._update_cutoff()
+
+    def _cutoff_dragged(self, percent: float) -> None:
+        table = self.model.table
+        if table is None or not len(table):
+            return
+        if self.threshold_mode:
+            k = n_kept(percent, len(table))
+            self.threshold_spin.setValue(_threshold_keeping(table.score, k))
+        else:
+            self.percent_spin.setValue(round(percent, 1))
+
+    def kept_by_score(self) -> int:
+        """How many masks the score alone keeps at the cut-off."""
+        table = self.model.table
+        if table is None or not len(table):
+            return 0
+        if self.threshold_mode:
+            return int(np.count_nonzero(table.score > self.threshold_spin.value()))
+        return n_kept(self.percent_spin.value(), len(table))
+
+    def selection_settings(self) -> SelectionSettings:
+        if self.threshold_mode:
+            return SelectionSettings(top_percent=None, threshold=self.threshold_spin.value())
+        return SelectionSettings(top_percent=self.percent_spin.value())
+
+    def _update_cutoff(self) -> None:
+        table = self.model.table
+        if table is None or not len(table):
+            self.kept_label.setText("")
+            self.plot.set_cutoff(self.percent_spin.value())
+            return
+        n = len(table)
+        k = self.kept_by_score()
+        if self.model.set_kept(k):
+            self.grid.viewport().update()   # the visible cells dim or brighten
+        percent = self.percent_spin.value() if not self.threshold_mode else 100.0 * k / n
+        self.plot.set_cutoff(percent)
+        approved_below = int(np.count_nonzero(table.decision[k:] == APPROVE))
+        rejected_above = int(np.count_nonzero(table.decision[:k] == REJECT))
+        total = k + approved_below - rejected_above
+        parts = [f"Keeps <b>{total:,}</b> of {n:,} masks"]
+        if approved_below or rejected_above:
+            parts.append(f"({k:,} by score, +{approved_below:,} approved, "
+                         f"−{rejected_above:,} rejected)")
+        if self.threshold_mode:
+            parts.append(f"= top {percent:.1f} %")
+        text = " ".join(parts)
+        if self.curve is not None and k:
+            p = min(max(int(math.ceil(percent)), 1), 100) - 1
+            if self.curve.source == "ground_truth":
+                iou, corloc = self.curve.mean_iou[p], self.curve.corloc[p]
+                if iou is not None:
+                    text += f"<br>mean IoU {iou:.3f} · CorLoc {corloc:.3f} at the cut-off"
+            elif self.curve.approved_share and self.curve.approved_share[p] is not None:
+                text += (f"<br>{self.curve.approved_share[p]:.0%} approved of "
+                         f"{self.curve.n_audited[p]:,} audited above the cut-off")
+        self.kept_label.setText(text)
+
+    # ------------------------------------------------------------------ selection
+    def apply_selection(self) -> None:
+        producer_id = self.producer_id
+        if producer_id is None:
+            return
+        settings = self.selection_settings()
+        QApplication.setOverrideCursor(Qt.WaitCursor)   # ~1 s with 100,000 masks
+        try:
+            result = self._write(lambda project: select(project, producer_id, settings),
+                                 "apply the selection")
+        finally:
+            QApplication.restoreOverrideCursor()
+        if result is None:
+            return
+        how = (f"top {settings.top_percent:g} %" if settings.threshold is None
+               else f"score above {settings.threshold:.3f}")
+        self.say(f"Selection applied ({how}): {result.n_selected:,} masks selected — "
+                 f"{result.n_by_score:,} by score, {result.n_approved_added:,} approved added, "
+                 f"{result.n_rejected_removed:,} rejected removed.")
+        self.last_result = result
+        self._show_active_selection()
+
+    def _start_from_active_selection(self) -> None:
+        """Open at the cut-off of the project's active selection, when it is this producer's."""
+        project = self.context.project
+        active = project.active_selection() if project is not None else None
+        if not active or active["producer_id"] != self.producer_id:
+            return
+        threshold = active["method"] == "threshold"
+        spin = self.threshold_spin if threshold else self.percent_spin
+        for widget in (self.mode_combo, spin):
+            widget.blockSignals(True)
+        self.mode_combo.setCurrentIndex(1 if threshold else 0)
+        self.percent_spin.setVisible(not threshold)
+        self.threshold_spin.setVisible(threshold)
+        if threshold:
+            spin.setRange(min(spin.minimum(), active["value"]), max(spin.maximum(), active["value"]))
+        spin.setValue(active["value"])
+        for widget in (self.mode_combo, spin):
+            widget.blockSignals(False)
+
+    def _show_active_selection(self) -> None:
+        project = self.context.project
+        active = project.active_selection() if project is not None else None
+        if not active:
+            self.selection_label.setText("No active selection yet.")
+            return
+        how = (f"top {active['value']:g} %" if active["method"] == "top_percent"
+               else f"score above {active['value']:.3f}")
+        extra = ""
+        if active["n_approved_added"] or active["n_rejected_removed"]:
+            extra = (f", +{active['n_approved_added']:,} approved"
+                     f", −{active['n_rejected_removed']:,} rejected")
+        self.selection_label.setText(
+            f"Active selection: {active['n_selected']:,} masks ({how}{extra}), "
+            f"generation {active.get('generation', 1)}, {active['created_at']}")
+
+    # ------------------------------------------------------------------ large view
+    def open_large_view(self) -> None:
+        index = self.grid.currentIndex()
+        if not index.isValid():
+            return
+        if self.dialog is None:
+            self.dialog = MaskDialog(self)
+        self.dialog.show_record(index.data(RecordRole), index.data(PayloadRole),
+                                int(self.model.table.shot_id[self.model.position(index.row())]),
+                                self._record_text(index))
+        self.dialog.show()
+        self.dialog.raise_()
+
+    def _record_text(self, index) -> str:
+        return index.data(Qt.ToolTipRole).replace("\n", " — ")
+
+    def close_large_view(self) -> None:
+        if self.dialog is not None:
+            self.dialog.close()
+
+    # ------------------------------------------------------------------ teardown
+    def shutdown(self) -> None:
+        """Stop the thumbnail thread (the loader also stops when the application quits)."""
+        self.loader.stop()
+
+
+def _threshold_keeping(scores: np.ndarray, k: int) -> float:
+    """A score threshold that keeps (about) the best k of scores sorted best first."""
+    if k <= 0:
+        return float(scores[0])
+    if k >= len(scores):
+        return float(scores[-1]) - 1e-3
+    return float(scores[k])
+
+
+def _alive(widget: QWidget) -> bool:
+    """False once the C++ side of a widget is gone (a result arriving after the panel closed)."""
+    return shiboken6.isValid(widget)
+
+
+def _past(decision: str) -> str:
+    return {"approve": "approved", "reject": "rejected", "clear": "cleared"}[decision]
+
+
+def _rule() -> QFrame:
+    line = QFrame()
+    line.setFrameShape(QFrame.HLine)
+    line.setStyleSheet("color: #dcdfe2;")
+    return line

@@ -1,0 +1,68 @@
+"""A small matplotlib canvas for panels (purity curves, training losses).
+
+`PlotCanvas` is a FigureCanvasQTAgg with one axes, calm styling that follows the widget's
+palette, and `redraw()` that goes through `draw_idle` so that bursts of updates (a dragged
+cut-off line, streaming losses) cost one paint.
+
+No pyplot: the figure is built directly, so the process-wide backend is left alone.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.edgecolor": "#9a9a9a",
+    "axes.labelcolor": "#444444",
+    "xtick.color": "#666666",
+    "ytick.color": "#666666",
+    "grid.color": "#dddddd",
+    "grid.linewidth": 0.6,
+}
+
+
+class PlotCanvas(FigureCanvasQTAgg):
+    """One matplotlib axes in a Qt widget; `self.figure`, `self.axes`."""
+
+    def __init__(self, parent: QWidget | None = None, width: float = 4.0, height: float = 3.0,
+                 dpi: int = 100) -> None:
+        with matplotlib.rc_context(STYLE):
+            figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+            self.axes = figure.add_subplot(111)
+        super().__init__(figure)
+        self.setParent(parent)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(200, 150)
+        background = self.palette().window().color().name()
+        figure.set_facecolor(background)
+        self.axes.set_facecolor("white")
+        self.style_axes()
+
+    def style_axes(self) -> None:
+        """(Re)apply the calm style to the axes, e.g. after `axes.clear()`."""
+        ax = self.axes
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        for side in ("left", "bottom"):
+            ax.spines[side].set_color(STYLE["axes.edgecolor"])
+        ax.tick_params(labelsize=STYLE["xtick.labelsize"], colors=STYLE["xtick.color"], length=3)
+        ax.xaxis.label.set_size(STYLE["axes.labelsize"])
+        ax.yaxis.label.set_size(STYLE["axes.labelsize"])
+        ax.xaxis.label.set_color(STYLE["axes.labelcolor"])
+        ax.yaxis.label.set_color(STYLE["axes.labelcolor"])
+        ax.grid(True, color=STYLE["grid.color"], linewidth=STYLE["grid.linewidth"])
+
+    def redraw(self) -> None:
+        """Throttled redraw: coalesces many calls into one paint."""
+        self.draw_idle()
