@@ -53,7 +53,6 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.paths, self.state, self.collapse_ratio = paths, state, collapse_ratio
         self.events, self.name, self.probe = events, name, probe
         self.steps, self.total = steps, total
-        self.flat_epochs = 0
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -64,6 +63,13 @@ class CheckpointCallback(keras.callbacks.Callback):
             predictions = np.asarray(self.model(self.probe[0], training=False))
             record["mean_prediction"] = float(predictions.mean())
             record["prediction_std"] = float(predictions.std())
+        collapsed = self.probe is not None and is_collapsed(
+            predictions, np.asarray(self.probe[1]), self.collapse_ratio)
+        # Kept in the checkpoint state, so that a collapse spanning a kill is still seen.
+        self.state["flat_epochs"] = self.state.get("flat_epochs", 0) + 1 if collapsed else 0
+        newly_collapsed = self.state["flat_epochs"] == self.COLLAPSE_PATIENCE
+        if newly_collapsed:
+            self.state["collapsed_at_epoch"] = epoch + 1
         self.state["history"].append(record)
         self.state["epoch"] = epoch + 1
         save_model_atomic(self.model, self.paths["checkpoint"])
@@ -75,11 +81,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.events.put(("progress", Progress(
             done, self.total, f"{self.name} epoch {epoch + 1}: loss {record['loss']:.4f}{val}",
             {"event": "epoch", **record}, stage="train")))
-        collapsed = self.probe is not None and is_collapsed(
-            predictions, np.asarray(self.probe[1]), self.collapse_ratio)
-        self.flat_epochs = self.flat_epochs + 1 if collapsed else 0
-        if self.flat_epochs == self.COLLAPSE_PATIENCE:
-            self.state["collapsed_at_epoch"] = epoch + 1
+        if newly_collapsed:
             self.events.put(("progress", Progress(
                 done, self.total,
                 f"{self.name} collapsed after epoch {epoch + 1}: every prediction is about "

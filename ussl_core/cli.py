@@ -100,6 +100,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def project_status(project) -> dict:
     """What the project holds and where it stands (also what `ussl status --json` prints)."""
+    from ussl_core.training import trained_cards
+
     videos = project.videos()
     producers = []
     for p in project.producers():
@@ -124,7 +126,7 @@ def project_status(project) -> dict:
             "rejected_removed": selection["n_rejected_removed"]},
         "decisions": {"approve": sum(1 for d in decisions.values() if d["decision"] == "approve"),
                       "reject": sum(1 for d in decisions.values() if d["decision"] == "reject")},
-        "models": sorted(p.stem for p in (project.root / "models").glob("*.keras")),
+        "models": sorted(c["name"] for c in trained_cards(project.root / "models")),
         "running_job": (running[0]["kind"] if running and holder else None),
         "lock_holder": holder,
     }
@@ -450,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evalseg", cmd_evalseg, "train EvalSeg-Net for the current generation")
     p.add_argument("project")
-    p.add_argument("--max-frames", type=int, default=1500, metavar="N",
+    p.add_argument("--max-frames", type=int, default=600, metavar="N",
                    help="frames (each with every student's mask) to learn from")
     training_flags(p, 15)
 

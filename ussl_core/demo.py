@@ -171,7 +171,7 @@ def _write_examples(project: Project, producer_id: int, folder: Path, per_video:
 
 
 def _latest_segmenter(project: Project, generation: int):
-    from ussl_core.evalseg import generation_models
+    from ussl_core.training import generation_models
 
     students, evalseg = generation_models(project, generation)
     if not students:

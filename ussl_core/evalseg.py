@@ -19,7 +19,8 @@ from ussl_core.errors import ProjectError
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project
 from ussl_core.training import (TrainingSettings, _card, build_or_resume, default_model_name,
-                                fit_with_events, held_out_videos, model_paths, save_trained)
+                                fit_with_events, generation_models, held_out_videos, model_paths,
+                                save_trained)
 
 
 @dataclass
@@ -31,25 +32,8 @@ class EvalSegData:
     students: list[str] = field(default_factory=list)
 
 
-def generation_models(project: Project, generation: int) -> tuple[list[Path], Path | None]:
-    """The students and the EvalSeg-Net of a generation, from the model cards."""
-    import json
-
-    students, evalseg = [], None
-    for card_path in sorted((project.root / "models").glob("*.json")):
-        card = json.loads(card_path.read_text())
-        model = card_path.with_suffix(".keras")
-        if card.get("generation") != generation or not model.exists():
-            continue
-        if card.get("architecture") == "evalseg":
-            evalseg = model
-        else:
-            students.append(model)
-    return students, evalseg
-
-
 def collect_evalseg_data(project: Project, students: list[Path], data: EvalSegData,
-                         max_frames: int = 1500, seed: int = 0, batch: int = 32,
+                         max_frames: int = 600, seed: int = 0, batch: int = 32,
                          cancel: CancelToken | None = None) -> Iterator[Progress]:
     """Fill `data` with (frame, student mask, cosine to Multi-Net) for up to max_frames frames."""
     from ussl_core.predict import Segmenter
@@ -86,7 +70,7 @@ def collect_evalseg_data(project: Project, students: list[Path], data: EvalSegDa
 
 
 def train_evalseg(project: Project, preset: str = "compact",
-                  settings: TrainingSettings = TrainingSettings(), max_frames: int = 1500,
+                  settings: TrainingSettings = TrainingSettings(), max_frames: int = 600,
                   resume: bool = False, cancel: CancelToken | None = None) -> Iterator[Progress]:
     """Train the current generation's EvalSeg-Net from its students."""
     import tensorflow as tf

@@ -68,7 +68,7 @@ def evaluate_contenders(project, generation: int, video_ids: set[int] | None = N
     import numpy as np
 
     from ussl_core.ensemble import multi_net
-    from ussl_core.evalseg import generation_models
+    from ussl_core.training import generation_models
     from ussl_core.predict import Segmenter
 
     frames = [f for f in project.frames() if f.gt_path and (video_ids is None or f.video_id in video_ids)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ussl_core.errors import ProjectError, SettingsError
-from ussl_core.evalseg import generation_models
+from ussl_core.training import generation_models
 from ussl_core.ingest import SourceSpec, add_sources
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.purity import n_kept, rank_best_first
@@ -27,13 +27,15 @@ from ussl_core.teacher.runner import store_frames
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    threshold: float | None = 0.8     # EvalSeg-Net score a candidate must exceed (the paper's)
+    threshold: float | None = None    # EvalSeg-Net score a candidate must exceed (0.8 if neither given)
     top_percent: float | None = None  # or keep the best candidates by score
     batch: int = 32
 
     def __post_init__(self) -> None:
-        if (self.threshold is None) == (self.top_percent is None):
-            raise SettingsError("give exactly one of threshold and top_percent")
+        if self.threshold is None and self.top_percent is None:
+            object.__setattr__(self, "threshold", 0.8)  # the paper's
+        elif self.threshold is not None and self.top_percent is not None:
+            raise SettingsError("give one of threshold and top_percent, not both")
 
 
 def current_generation(project: Project) -> int:

@@ -66,16 +66,14 @@ class Segmenter:
     @classmethod
     def from_project(cls, project_root: Path, generation: int | None = None) -> "Segmenter":
         """The latest generation's students and EvalSeg-Net of a project (or of a models folder)."""
+        from ussl_core.training import generation_models, trained_cards
+
         models = Path(project_root) / "models" if (Path(project_root) / "models").is_dir() else Path(project_root)
-        cards = [json.loads(p.read_text()) | {"path": p.with_suffix(".keras")}
-                 for p in sorted(models.glob("*.json")) if p.with_suffix(".keras").exists()]
+        cards = trained_cards(models)
         if not cards:
             raise UsslError(f"{project_root}: no trained models; train one with `ussl train`")
         generation = generation or max(c.get("generation", 1) for c in cards)
-        chosen = [c for c in cards if c.get("generation", 1) == generation]
-        students = [c["path"] for c in chosen if c.get("architecture") != "evalseg"]
-        evalseg = next((c["path"] for c in chosen if c.get("architecture") == "evalseg"), None)
-        return cls(students, evalseg)
+        return cls(*generation_models(models, generation))
 
     def student_masks(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Each student's soft mask of each image, at COMMON_SIZE x COMMON_SIZE."""
@@ -98,12 +96,15 @@ class Segmenter:
         scores = self.evalseg(images, candidates)[:, 0]
         return {n: float(s) for n, s in zip(names, scores)}
 
-    def segment(self, images: list[np.ndarray], method: str = "multi") -> list[Segmentation]:
+    def segment(self, images: list[np.ndarray], method: str = "multi",
+                with_scores: bool = False) -> list[Segmentation]:
         """Soft masks at each image's own size by a student's name or architecture, 'multi'
-        (Multi-Net: product of the students) or 'multiselect' (the student EvalSeg-Net rates best)."""
+        (Multi-Net: product of the students) or 'multiselect' (the student EvalSeg-Net rates best).
+        `with_scores` also rates every student's mask with EvalSeg-Net (when there is one)."""
         results = []
         for image, masks in zip(images, self.student_masks(images)):
-            scores = self.evalseg_scores(image, masks) if method == "multiselect" or self.evalseg else {}
+            rate = method == "multiselect" or (with_scores and self.evalseg is not None)
+            scores = self.evalseg_scores(image, masks) if rate else {}
             chosen = None
             if method == "multi":
                 soft = multi_net(list(masks.values()))

@@ -23,6 +23,8 @@ def load_segmenter(model_or_project: Path):
     from ussl_core.predict import Segmenter
 
     if model_or_project.suffix == ".keras":
+        if not model_or_project.is_file():  # before TensorFlow starts (and prints its banner)
+            raise UsslError(f"{model_or_project}: model file does not exist")
         return Segmenter([model_or_project])
     if model_or_project.is_dir():
         return Segmenter.from_project(model_or_project)

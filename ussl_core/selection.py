@@ -23,13 +23,15 @@ DECISION_COLUMNS = ["video", "frame", "producer", "decision", "time", "reason"]
 
 @dataclass(frozen=True)
 class SelectionSettings:
-    top_percent: float | None = 10.0   # the paper keeps the top 10 percent
+    top_percent: float | None = None   # the paper keeps the top 10 percent (if neither given)
     threshold: float | None = None     # or every mask whose score is above this
     per_video: bool = False
 
     def __post_init__(self) -> None:
-        if (self.top_percent is None) == (self.threshold is None):
-            raise SettingsError("give exactly one of top_percent and threshold")
+        if self.top_percent is None and self.threshold is None:
+            object.__setattr__(self, "top_percent", 10.0)
+        elif self.top_percent is not None and self.threshold is not None:
+            raise SettingsError("give one of top_percent and threshold, not both")
         if self.top_percent is not None and not 0 < self.top_percent <= 100:
             raise SettingsError(f"top percent must be in (0, 100], not {self.top_percent}")
 

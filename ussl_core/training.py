@@ -158,6 +158,27 @@ def model_paths(project: Project, name: str) -> dict[str, Path]:
             "tensorboard": project.root / "logs" / "tensorboard" / name}
 
 
+def trained_cards(models: Path) -> list[dict]:
+    """The cards of the finished models in a models folder, each with its model's "path".
+    (<name>.ckpt.json is an interrupted run's checkpoint state, not a trained model.)"""
+    cards = []
+    for card_path in sorted(Path(models).glob("*.json")):
+        model = card_path.with_suffix(".keras")
+        if card_path.name.endswith(".ckpt.json") or not model.exists():
+            continue
+        cards.append({**json.loads(card_path.read_text()), "path": model})
+    return cards
+
+
+def generation_models(where: Project | Path, generation: int) -> tuple[list[Path], Path | None]:
+    """The students and the EvalSeg-Net of one generation of a project (or a models folder)."""
+    models = where.root / "models" if isinstance(where, Project) else Path(where)
+    cards = [c for c in trained_cards(models) if c.get("generation", 1) == generation]
+    students = [c["path"] for c in cards if c.get("architecture") != "evalseg"]
+    evalseg = next((c["path"] for c in cards if c.get("architecture") == "evalseg"), None)
+    return students, evalseg
+
+
 def default_model_name(arch: str, preset: str, generation: int) -> str:
     return f"g{generation}_{arch}_{preset}"
 

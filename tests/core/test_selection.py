@@ -90,7 +90,6 @@ def test_n_kept_is_the_ceiling_and_at_least_one():
 
 @pytest.mark.parametrize("kwargs", [
     dict(top_percent=10.0, threshold=0.5),
-    dict(top_percent=None, threshold=None),
     dict(top_percent=0),
     dict(top_percent=-5),
     dict(top_percent=100.5),
@@ -105,6 +104,8 @@ def test_selection_settings_valid():
     assert SelectionSettings(top_percent=100).top_percent == 100
     assert SelectionSettings(top_percent=None, threshold=0.8).threshold == 0.8
     assert SelectionSettings(top_percent=None, threshold=0.0).threshold == 0.0
+    assert SelectionSettings(threshold=0.5).top_percent is None  # one given: only that one
+    assert SelectionSettings(top_percent=None, threshold=None).top_percent == 10.0
     assert issubclass(SettingsError, UsslError)
 
 

@@ -40,7 +40,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "basic_unet": dict(input_size=128, widths=(8, 16, 32, 64, 128), centre=256),
         "dilate_unet": dict(input_size=128, widths=(8, 16, 32, 64), centre=128),
         "dense_unet": dict(input_size=128, growth=(6, 12, 24, 32), stem=24),
-        "evalseg": dict(input_size=64, maps=32, tail_maps=16, dense=128),
+        "evalseg": dict(input_size=64, maps=16, tail_maps=16, dense=128),
     },
 }
 

@@ -1,0 +1,229 @@
+"""Multi-Net, cosine targets, MultiSelect-Net, and the Segmenter on small saved models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ussl_core.ensemble import COMMON_SIZE, cosine_similarity, multi_net, multiselect, resize_mask
+from ussl_core.errors import UsslError
+from ussl_core.media import resize_rgb
+
+STUDENT_CONSTANT = 0.7   # the lowres student's output everywhere
+
+
+# ----------------------------------------------------------------------------- pure ensembles
+def test_multi_net_is_the_exact_product() -> None:
+    rng = np.random.default_rng(0)
+    masks = [rng.uniform(0, 1, (5, 7)).astype(np.float32) for _ in range(3)]
+    out = multi_net(masks)
+    assert out.dtype == np.float32 and out.shape == (5, 7)
+    np.testing.assert_array_equal(out, masks[0] * masks[1] * masks[2])
+    np.testing.assert_array_equal(multi_net([masks[0]]), masks[0])
+    # Values outside [0, 1] (linear student outputs) are clipped before the product.
+    np.testing.assert_array_equal(multi_net([np.array([-0.5, 0.5, 2.0]), np.array([0.5, 0.5, 0.5])]),
+                                  np.array([0.0, 0.25, 0.5], np.float32))
+    with pytest.raises(ValueError):
+        multi_net([])
+
+
+def test_cosine_similarity_values() -> None:
+    a = np.array([[1.0, 0.0], [0.0, 0.0]])
+    b = np.array([[0.0, 1.0], [0.0, 0.0]])
+    assert cosine_similarity(a, b) == 0.0
+    assert cosine_similarity(a, a) == pytest.approx(1.0, abs=1e-12)
+    assert cosine_similarity(a, 3 * a) == pytest.approx(1.0, abs=1e-12)
+    assert cosine_similarity(a, np.zeros_like(a)) == 0.0
+    assert cosine_similarity(np.zeros_like(a), np.zeros_like(a)) == 0.0
+    assert cosine_similarity(np.array([1.0, 0.0]), np.array([1.0, 1.0])) == pytest.approx(2 ** -0.5)
+    assert cosine_similarity(np.array([1.0, 2.0, 2.0]), np.array([2.0, 1.0, 2.0])) == pytest.approx(8 / 9)
+
+
+def test_multiselect_picks_the_highest_score() -> None:
+    masks = {"a": np.zeros(3), "b": np.ones(3), "c": np.full(3, 0.5)}
+    name, mask = multiselect(masks, {"a": 0.2, "b": 0.9, "c": 0.5})
+    assert name == "b" and mask is masks["b"]
+    assert multiselect(masks, {"a": 0.95, "b": 0.9, "c": 0.5})[0] == "a"
+
+
+def test_resize_mask_sizes() -> None:
+    mask = np.random.default_rng(1).uniform(0, 1, (10, 20)).astype(np.float32)
+    assert resize_mask(mask, (40, 30)).shape == (30, 40)
+    assert resize_mask(mask, 16).shape == (16, 16)
+    assert np.array_equal(resize_mask(mask, (20, 10)), mask)   # already at that size
+
+
+# ----------------------------------------------------------------------------- saved models
+def _save(model, folder: Path, name: str, arch: str, generation: int = 1) -> Path:
+    from ussl_core.models.io import save_model_atomic
+
+    path = folder / f"{name}.keras"
+    save_model_atomic(model, path)
+    (folder / f"{name}.json").write_text(json.dumps({"name": name, "architecture": arch,
+                                                      "preset": "tiny", "generation": generation}))
+    return path
+
+
+def _scoring_evalseg(size: int):
+    """An EvalSeg-Net stand-in of registered layers: quality = sigmoid(10 * mean(candidate) - 5)."""
+    import keras
+
+    image = keras.Input((size, size, 3), name="image")
+    candidate = keras.Input((size, size, 1), name="candidate")
+    pooled = keras.layers.Concatenate(name="pooled")([keras.layers.GlobalAveragePooling2D()(image),
+                                                      keras.layers.GlobalAveragePooling2D()(candidate)])
+    quality = keras.layers.Dense(1, activation="sigmoid", name="quality")(pooled)
+    model = keras.Model([image, candidate], quality, name="evalseg")
+    model.get_layer("quality").set_weights([np.array([[0.0], [0.0], [0.0], [10.0]], np.float32),
+                                            np.array([-5.0], np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny students (a random BasicU-Net, a LowRes-Net whose output is constant 0.7) and
+    an EvalSeg-Net that scores a candidate by its mean, saved like trained models."""
+    import keras
+
+    from ussl_core.models import build_model
+
+    keras.utils.set_random_seed(3)
+    folder = tmp_path_factory.mktemp("ensemble") / "models"
+    unet = build_model("basic_unet", "compact", input_size=32, widths=(4, 8), centre=8)
+    lowres = build_model("lowres", "compact", input_size=32, output_size=8, maps=8, tail_maps=4)
+    fc = lowres.get_layer("fc_mask")
+    kernel, bias = fc.get_weights()
+    fc.set_weights([np.zeros_like(kernel), np.full_like(bias, STUDENT_CONSTANT)])
+    return {"unet": _save(unet, folder, "g1_basic_unet_tiny", "basic_unet"),
+            "lowres": _save(lowres, folder, "g1_lowres_tiny", "lowres"),
+            "evalseg": _save(_scoring_evalseg(32), folder, "g1_evalseg_tiny", "evalseg")}
+
+
+@pytest.fixture(scope="module")
+def segmenter(models):
+    from ussl_core.predict import Segmenter
+
+    return Segmenter([models["unet"], models["lowres"]], models["evalseg"])
+
+
+def images() -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8),
+            rng.integers(0, 256, (90, 60, 3), dtype=np.uint8)]
+
+
+def test_student_masks_match_the_models(segmenter, models) -> None:
+    from ussl_core.models.io import load_model
+
+    pictures = images()
+    masks = segmenter.student_masks(pictures)
+    assert len(masks) == 2
+    unet = load_model(models["unet"])
+    for picture, per_student in zip(pictures, masks):
+        assert set(per_student) == {"g1_basic_unet_tiny", "g1_lowres_tiny"}
+        for mask in per_student.values():
+            assert mask.shape == (COMMON_SIZE[1], COMMON_SIZE[0]) and mask.dtype == np.float32
+            assert 0.0 <= mask.min() and mask.max() <= 1.0
+        np.testing.assert_allclose(per_student["g1_lowres_tiny"], STUDENT_CONSTANT, atol=1e-6)
+        direct = np.asarray(unet(resize_rgb(picture, (32, 32))[None].astype(np.float32), training=False))
+        expected = resize_mask(np.clip(direct[0, ..., 0], 0, 1), COMMON_SIZE)
+        np.testing.assert_allclose(per_student["g1_basic_unet_tiny"], expected, atol=1e-5)
+    # The random BasicU-Net is not constant: the masks really come from the model.
+    assert masks[0]["g1_basic_unet_tiny"].std() > 0
+
+
+def test_segment_multi_named_and_multiselect(segmenter) -> None:
+    pictures = images()
+    student = segmenter.student_masks(pictures)
+    multi = segmenter.segment(pictures, "multi")
+    for picture, result, masks in zip(pictures, multi, student):
+        assert result.mask.shape == picture.shape[:2] and result.method == "multi"
+        expected = resize_mask(masks["g1_basic_unet_tiny"] * np.float32(STUDENT_CONSTANT),
+                               (picture.shape[1], picture.shape[0]))
+        np.testing.assert_allclose(result.mask, expected, atol=1e-5)
+
+    for key in ("lowres", "g1_lowres_tiny"):   # by architecture or by model name
+        for picture, result in zip(pictures, segmenter.segment(pictures, key)):
+            assert result.mask.shape == picture.shape[:2]
+            np.testing.assert_allclose(result.mask, STUDENT_CONSTANT, atol=1e-5)
+    by_arch = segmenter.segment(pictures[:1], "basic_unet")[0]
+    np.testing.assert_allclose(by_arch.mask, resize_mask(student[0]["g1_basic_unet_tiny"], (80, 48)),
+                               atol=1e-5)
+
+    for picture, result, masks in zip(pictures, segmenter.segment(pictures, "multiselect"), student):
+        assert result.mask.shape == picture.shape[:2]
+        expected_scores = {n: 1 / (1 + np.exp(-(10 * resize_mask(m, 32).mean() - 5)))
+                           for n, m in masks.items()}
+        assert result.evalseg_scores == pytest.approx(expected_scores, abs=1e-4)
+        best = max(expected_scores, key=expected_scores.get)
+        assert result.chosen == best
+        assert abs(expected_scores["g1_basic_unet_tiny"] - expected_scores["g1_lowres_tiny"]) > 1e-3
+        np.testing.assert_allclose(result.mask, resize_mask(masks[best], (picture.shape[1], picture.shape[0])),
+                                   atol=1e-5)
+
+
+def test_unknown_student_and_missing_evalseg(segmenter, models) -> None:
+    from ussl_core.predict import Segmenter
+
+    with pytest.raises(UsslError, match="no student 'dense_unet'") as info:
+        segmenter.segment(images()[:1], "dense_unet")
+    assert "g1_lowres_tiny" in str(info.value)
+    without = Segmenter([models["unet"], models["lowres"]])
+    with pytest.raises(UsslError, match="EvalSeg-Net"):
+        without.segment(images()[:1], "multiselect")
+    with pytest.raises(UsslError, match="no student models"):
+        Segmenter([])
+
+
+def test_single_image_path_any_size_without_retracing(segmenter) -> None:
+    rng = np.random.default_rng(9)
+    segmenter.segment([rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)], "multiselect")  # warm
+    traced = [m._call.experimental_get_tracing_count() for m in [*segmenter.students, segmenter.evalseg]]
+    for h, w in [(33, 33), (120, 200), (71, 45), (300, 300)]:
+        picture = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for method in ("multi", "multiselect", "lowres"):
+            (result,) = segmenter.segment([picture], method)
+            assert result.mask.shape == (h, w)
+            assert np.isfinite(result.mask).all()
+    # One image at a time reaches the compiled call with one shape whatever the image size:
+    # no new tracing (which would cost far more than the call itself).
+    assert [m._call.experimental_get_tracing_count()
+            for m in [*segmenter.students, segmenter.evalseg]] == traced
+
+
+def test_from_project_loads_the_latest_generation_only(models, tmp_path: Path) -> None:
+    import keras
+
+    from ussl_core.predict import Segmenter
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for path in models.values():
+        shutil.copy(path, folder / path.name)
+        shutil.copy(path.with_suffix(".json"), folder / path.with_suffix(".json").name)
+    # An interrupted training run leaves its checkpoint and state beside the finished models;
+    # a checkpoint is not a finished student.
+    shutil.copy(models["unet"], folder / "g1_dense_unet_compact.ckpt.keras")
+    (folder / "g1_dense_unet_compact.ckpt.json").write_text(json.dumps({"epoch": 1, "history": []}))
+    loaded = Segmenter.from_project(tmp_path)
+    assert sorted(s.name for s in loaded.students) == ["g1_basic_unet_tiny", "g1_lowres_tiny"]
+    assert loaded.evalseg is not None and loaded.evalseg.name == "g1_evalseg_tiny"
+
+    # A later generation replaces the earlier one.
+    inp = keras.Input((32, 32, 3), name="image")
+    model = keras.Model(inp, keras.layers.Conv2D(1, 1, name="mask")(inp))
+    _save(model, folder, "g2_tiny", "fconv", generation=2)
+    latest = Segmenter.from_project(tmp_path)
+    assert [s.name for s in latest.students] == ["g2_tiny"] and latest.evalseg is None
+    assert sorted(s.name for s in Segmenter.from_project(tmp_path, generation=1).students) == \
+        ["g1_basic_unet_tiny", "g1_lowres_tiny"]
+    with pytest.raises(UsslError, match="no trained models"):
+        Segmenter.from_project(tmp_path / "empty")
