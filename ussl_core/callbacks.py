@@ -60,7 +60,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         if "val_loss" in logs:
             record["val_loss"] = float(logs["val_loss"])
         if self.probe is not None:
-            predictions = np.asarray(self.model(self.probe[0], training=False))
+            predictions = keras.ops.convert_to_numpy(self.model(self.probe[0], training=False))
             record["mean_prediction"] = float(predictions.mean())
             record["prediction_std"] = float(predictions.std())
         collapsed = self.probe is not None and is_collapsed(

@@ -51,7 +51,7 @@ class LoadedModel:
                                  reduce_retracing=True)
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(self._call(*[np.asarray(i, np.float32) for i in inputs]))
+        return self._call(*[np.asarray(i, np.float32) for i in inputs]).numpy()
 
 
 class Segmenter:
