@@ -86,9 +86,14 @@ def run_demo(out: Path, sources: list[SourceSpec] | None = None, workers: int | 
 
     def train_generation():
         generation = current_generation(project)
+        budget = training
+        if generation > 1:  # the same image steps as generation 1, however many candidates
+            sizes = [row[0] for row in project.conn.execute("SELECT n_selected FROM selections ORDER BY id")]
+            budget = TrainingSettings(epochs=max(2, round(settings.epochs * sizes[0] / sizes[-1])),
+                                      batch_size=training.batch_size)
         for arch in settings.archs:
             if not (root / "models" / f"{default_model_name(arch, 'compact', generation)}.keras").exists():
-                yield from train_student(project, arch, "compact", training, resume=True, cancel=cancel)
+                yield from train_student(project, arch, "compact", budget, resume=True, cancel=cancel)
         if not (root / "models" / f"{default_model_name('evalseg', 'compact', generation)}.keras").exists():
             yield from train_evalseg(project, "compact", evalseg_training, resume=True, cancel=cancel)
 
@@ -145,8 +150,15 @@ def _table_markdown(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mask_panel(frame: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """A soft mask as a grey RGB image of the frame's size (white = foreground)."""
+    grey = np.rint(np.clip(cv2.resize(soft, (frame.shape[1], frame.shape[0])), 0, 1) * 255)
+    return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+
+
 def _write_examples(project: Project, producer_id: int, folder: Path, per_video: int = 2) -> None:
-    """Per example frame one PNG row: frame | teacher | each student | Multi-Net | MultiSelect-Net."""
+    """Per example frame one PNG row: frame | teacher | each student | Multi-Net | MultiSelect-Net
+    (masks in grey, white = foreground)."""
     from ussl_core.ensemble import multi_net
     from ussl_core.export import write_png
     from ussl_core.generations import current_generation
@@ -159,12 +171,12 @@ def _write_examples(project: Project, producer_id: int, folder: Path, per_video:
         for mask, soft in project.read_masks(masks):
             shot = shots[mask.shot_id]
             frame = project.read_frames(shot, [frames[mask.frame_id].idx - shot.start])[0]
-            panels = [frame, overlay(frame, soft)]
+            panels = [frame, mask_panel(frame, soft)]
             if segmenter is not None:
                 for result in segmenter.segment([frame], "multiselect" if segmenter.evalseg else "multi"):
-                    panels += [overlay(frame, m) for m in result.student_masks.values()]
-                    panels.append(overlay(frame, multi_net(list(result.student_masks.values()))))
-                    panels.append(overlay(frame, result.mask))
+                    panels += [mask_panel(frame, m) for m in result.student_masks.values()]
+                    panels.append(mask_panel(frame, multi_net(list(result.student_masks.values()))))
+                    panels.append(mask_panel(frame, result.mask))
             write_png(folder / f"{video.name}_{frames[mask.frame_id].name}.png", np.concatenate(panels, axis=1))
     if not any(folder.glob("*.png")):
         raise ProjectError(f"{project.root}: no masks to show in the report")
