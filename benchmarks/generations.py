@@ -27,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ussl_core.evaluate import evaluate_contenders  # noqa: E402
 from ussl_core.evalseg import train_evalseg  # noqa: E402
-from ussl_core.generations import GenerationSettings, current_generation, next_generation  # noqa: E402
+from ussl_core.generations import (GenerationSettings, current_generation,  # noqa: E402
+                                   equal_budget_epochs, next_generation)
 from ussl_core.ingest import add_sources, davis_sources  # noqa: E402
 from ussl_core.models import STUDENTS  # noqa: E402
 from ussl_core.selection import SelectionSettings, select  # noqa: E402
@@ -92,9 +93,7 @@ def main() -> None:
     # The teacher's own masks on the added videos, only to score it there.
     run(run_teacher(project), "teacher on the added videos (for scoring only)")
     # Same training budget (image steps) as generation 1, however many candidates were kept.
-    sizes = [s["n_selected"] for s in map(dict, project.conn.execute(
-        "SELECT n_selected FROM selections ORDER BY id"))]
-    epochs2 = max(2, round(args.epochs * sizes[0] / sizes[-1]))
+    epochs2 = equal_budget_epochs(project, args.epochs)
     train_generation(project, archs, TrainingSettings(epochs=epochs2, batch_size=8), evalseg_settings)
     added = {v.id for v in project.videos()} - val_videos
     report = {}

@@ -69,7 +69,8 @@ def run_demo(out: Path, sources: list[SourceSpec] | None = None, workers: int | 
     """Algorithm 1, two generations, compact preset; each step yields progress and is skipped
     when already done, so a re-run continues."""
     from ussl_core.evalseg import train_evalseg
-    from ussl_core.generations import GenerationSettings, current_generation, next_generation
+    from ussl_core.generations import (GenerationSettings, current_generation, equal_budget_epochs,
+                                       next_generation)
     from ussl_core.training import TrainingSettings, default_model_name, train_student
 
     out.mkdir(parents=True, exist_ok=True)
@@ -88,8 +89,7 @@ def run_demo(out: Path, sources: list[SourceSpec] | None = None, workers: int | 
         generation = current_generation(project)
         budget = training
         if generation > 1:  # the same image steps as generation 1, however many candidates
-            sizes = [row[0] for row in project.conn.execute("SELECT n_selected FROM selections ORDER BY id")]
-            budget = TrainingSettings(epochs=max(2, round(settings.epochs * sizes[0] / sizes[-1])),
+            budget = TrainingSettings(epochs=equal_budget_epochs(project, settings.epochs),
                                       batch_size=training.batch_size)
         for arch in settings.archs:
             if not (root / "models" / f"{default_model_name(arch, 'compact', generation)}.keras").exists():

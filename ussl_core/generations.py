@@ -42,6 +42,15 @@ def current_generation(project: Project) -> int:
     return int(project.meta("generation", "1"))
 
 
+def equal_budget_epochs(project: Project, first_generation_epochs: int) -> int:
+    """Epochs for the active selection that give the same image steps as generation 1's
+    selection did with `first_generation_epochs` (later generations keep many more candidates)."""
+    sizes = [row[0] for row in project.conn.execute("SELECT n_selected FROM selections ORDER BY id")]
+    if not sizes:
+        return first_generation_epochs
+    return max(2, round(first_generation_epochs * sizes[0] / sizes[-1]))
+
+
 def next_generation(project: Project, add: list[SourceSpec] | None = None,
                     settings: GenerationSettings = GenerationSettings(), workers: int | None = None,
                     cancel: CancelToken | None = None) -> Iterator[Progress]:
