@@ -107,6 +107,16 @@ def clean_masks(base: Path) -> dict[tuple[str, str], np.ndarray]:
 # ----------------------------------------------------------------------------- the tests
 
 
+def assert_complete_like_clean_run(root, clean_masks) -> None:
+    """Every shot recorded, no temporary shard left, masks identical to an uninterrupted run."""
+    assert len(check_consistent(root)) == N_VIDEOS
+    assert temporaries(root) == []
+    final = all_masks(root)
+    assert final.keys() == clean_masks.keys()
+    for key, arr in final.items():
+        np.testing.assert_array_equal(arr, clean_masks[key], err_msg=str(key))
+
+
 # With one worker, shots run in order and each calls write_shard twice (frames, then masks),
 # so the n-th shard write falls in shot (n + 1) // 2 and the n-th catalog commit in shot n.
 @pytest.mark.parametrize("point, nth, n_completed", [
@@ -143,12 +153,7 @@ def test_kill_during_teacher_keeps_completed_shots(base, clean_masks, point, nth
     rerun = run_ussl("teacher", root, "--workers", "1", "--quiet")
     assert rerun.returncode == 0, rerun.stderr
     assert f"{PRODUCER}: {N_VIDEOS - n_completed} of {N_VIDEOS} shots to do" in teacher_log(root)
-    assert len(check_consistent(root)) == N_VIDEOS
-    assert temporaries(root) == []
-    final = all_masks(root)
-    assert final.keys() == clean_masks.keys()
-    for key, arr in final.items():
-        np.testing.assert_array_equal(arr, clean_masks[key], err_msg=str(key))
+    assert_complete_like_clean_run(root, clean_masks)
     with Project.open(root) as p:
         statuses = [j["status"] for j in p.jobs() if j["kind"] == "teacher"]
     assert statuses == ["done", "killed"]  # newest first
@@ -170,12 +175,7 @@ def test_worker_killed_mid_write_fails_cleanly_and_rerun_completes(base, clean_m
 
     rerun = run_ussl("teacher", root, "--workers", "2", "--quiet", timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(check_consistent(root)) == N_VIDEOS
-    assert temporaries(root) == []
-    final = all_masks(root)
-    assert final.keys() == clean_masks.keys()
-    for key, arr in final.items():
-        np.testing.assert_array_equal(arr, clean_masks[key], err_msg=str(key))
+    assert_complete_like_clean_run(root, clean_masks)
 
 
 def test_rerun_of_a_finished_teacher_changes_nothing(base, clean_masks):
