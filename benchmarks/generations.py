@@ -3,7 +3,9 @@
     python benchmarks/generations.py --davis ../shared/data/davis2016-val \
         --add ../shared/data/davis2016-train --out /tmp/gens [--archs ...] [--epochs N]
 
-Generation 1: VideoPCA on --davis, top 10 % by score, compact students, EvalSeg-Net.
+Generation 1: VideoPCA on --davis, the top --top-percent masks by score (of each video with
+--per-video: a global top 10 % drew every pair from 5 of the 20 DAVIS-val videos), compact
+students, EvalSeg-Net.
 Generation 2: --add joins as new unlabeled video; the generation-1 students are the teacher,
 EvalSeg-Net scores their candidates (> 0.8 kept), generation-2 students train on them with
 the same budget of image steps as generation 1 (fewer epochs over more pairs).
@@ -74,6 +76,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--evalseg-epochs", type=int, default=10)
     parser.add_argument("--max-eval-frames", type=int, default=400)
+    parser.add_argument("--top-percent", type=float, default=10.0)
+    parser.add_argument("--per-video", action="store_true",
+                        help="keep the top percent of each video rather than of all masks")
     args = parser.parse_args()
     archs = args.archs.split(",")
     settings = TrainingSettings(epochs=args.epochs, batch_size=8)
@@ -86,7 +91,8 @@ def main() -> None:
     run(run_teacher(project), "teacher")
     if current_generation(project) == 1:
         if project.active_selection() is None:
-            select(project, project.producer("videopca@g1").id, SelectionSettings(top_percent=10))
+            select(project, project.producer("videopca@g1").id,
+                   SelectionSettings(top_percent=args.top_percent, per_video=args.per_video))
         train_generation(project, archs, settings, evalseg_settings)
         run(next_generation(project, davis_sources(args.add), GenerationSettings(threshold=0.8)),
             "next generation")
@@ -104,6 +110,7 @@ def main() -> None:
     output = {
         "archs": archs, "epochs": {"g1": args.epochs, "g2": epochs2},
         "evalseg_epochs": args.evalseg_epochs,
+        "generation1_selection": {"top_percent": args.top_percent, "per_video": args.per_video},
         "generation2_selection": selection["n_selected"] if selection else None,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }

@@ -17,7 +17,8 @@ from ussl_core.ensemble import COMMON_SIZE, cosine_similarity, multi_net, multis
 from ussl_core.errors import UsslError
 from ussl_core.media import resize_rgb
 
-STUDENT_CONSTANT = 0.7   # the lowres student's output everywhere
+from tests.tiny_models import STUDENT_CONSTANT, save_model_with_card, save_tiny_models
+
 
 
 # ----------------------------------------------------------------------------- pure ensembles
@@ -62,49 +63,9 @@ def test_resize_mask_sizes() -> None:
 
 
 # ----------------------------------------------------------------------------- saved models
-def _save(model, folder: Path, name: str, arch: str, generation: int = 1) -> Path:
-    from ussl_core.models.io import save_model_atomic
-
-    path = folder / f"{name}.keras"
-    save_model_atomic(model, path)
-    (folder / f"{name}.json").write_text(json.dumps({"name": name, "architecture": arch,
-                                                      "preset": "tiny", "generation": generation}))
-    return path
-
-
-def _scoring_evalseg(size: int):
-    """An EvalSeg-Net stand-in of registered layers: quality = sigmoid(10 * mean(candidate) - 5)."""
-    import keras
-
-    image = keras.Input((size, size, 3), name="image")
-    candidate = keras.Input((size, size, 1), name="candidate")
-    pooled = keras.layers.Concatenate(name="pooled")([keras.layers.GlobalAveragePooling2D()(image),
-                                                      keras.layers.GlobalAveragePooling2D()(candidate)])
-    quality = keras.layers.Dense(1, activation="sigmoid", name="quality")(pooled)
-    model = keras.Model([image, candidate], quality, name="evalseg")
-    model.get_layer("quality").set_weights([np.array([[0.0], [0.0], [0.0], [10.0]], np.float32),
-                                            np.array([-5.0], np.float32)])
-    return model
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    """Two tiny students (a random BasicU-Net, a LowRes-Net whose output is constant 0.7) and
-    an EvalSeg-Net that scores a candidate by its mean, saved like trained models."""
-    import keras
-
-    from ussl_core.models import build_model
-
-    keras.utils.set_random_seed(3)
-    folder = tmp_path_factory.mktemp("ensemble") / "models"
-    unet = build_model("basic_unet", "compact", input_size=32, widths=(4, 8), centre=8)
-    lowres = build_model("lowres", "compact", input_size=32, output_size=8, maps=8, tail_maps=4)
-    fc = lowres.get_layer("fc_mask")
-    kernel, bias = fc.get_weights()
-    fc.set_weights([np.zeros_like(kernel), np.full_like(bias, STUDENT_CONSTANT)])
-    return {"unet": _save(unet, folder, "g1_basic_unet_tiny", "basic_unet"),
-            "lowres": _save(lowres, folder, "g1_lowres_tiny", "lowres"),
-            "evalseg": _save(_scoring_evalseg(32), folder, "g1_evalseg_tiny", "evalseg")}
+    return save_tiny_models(tmp_path_factory.mktemp("ensemble") / "models")
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +181,7 @@ def test_from_project_loads_the_latest_generation_only(models, tmp_path: Path) -
     # A later generation replaces the earlier one.
     inp = keras.Input((32, 32, 3), name="image")
     model = keras.Model(inp, keras.layers.Conv2D(1, 1, name="mask")(inp))
-    _save(model, folder, "g2_tiny", "fconv", generation=2)
+    save_model_with_card(model, folder, "g2_tiny", "fconv", generation=2)
     latest = Segmenter.from_project(tmp_path)
     assert [s.name for s in latest.students] == ["g2_tiny"] and latest.evalseg is None
     assert sorted(s.name for s in Segmenter.from_project(tmp_path, generation=1).students) == \
