@@ -11,6 +11,7 @@ signals: started, progress(Progress), result(object), error(str, str), finished.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -76,6 +77,8 @@ class JobWorker(_Worker):
         self.tf_threads = tf_threads
         self.process: subprocess.Popen | None = None
         self.stderr_tail = ""
+        self._child_ready = False
+        self._stop_sent = False
 
     def run(self) -> None:
         self.process = subprocess.Popen(
@@ -87,6 +90,9 @@ class JobWorker(_Worker):
         outcome = None
         assert self.process.stdout is not None
         for line in self.process.stdout:
+            if not self._child_ready:
+                self._child_ready = True
+                self._forward_stop_request()
             try:
                 message = json.loads(line)
             except ValueError:
@@ -113,6 +119,20 @@ class JobWorker(_Worker):
         super().cancel()
         if self.process is not None and self.process.poll() is None:
             self._stop_child()
+
+    def stop_after_unit(self) -> None:
+        """Ask the child to finish its current unit (training: the epoch, with its checkpoint)
+        and stop there; the run is resumable."""
+        self.cancel_token.stop_at_boundary()
+        self._forward_stop_request()
+
+    def _forward_stop_request(self) -> None:
+        # Only once the child has spoken: its SIGUSR1 handler is installed by then (before,
+        # the signal's default action would kill it).
+        if (self.cancel_token.stop_requested and self._child_ready and not self._stop_sent
+                and self.process is not None and self.process.poll() is None):
+            self._stop_sent = True
+            self.process.send_signal(signal.SIGUSR1)
 
     def _stop_child(self) -> None:
         process = self.process

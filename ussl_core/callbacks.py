@@ -35,7 +35,8 @@ class ProgressCallback(keras.callbacks.Callback):
         loss = float((logs or {}).get("loss", float("nan")))
         self.events.put(("progress", Progress(
             done, self.total, f"{self.name} epoch {self.epoch + 1} batch {batch + 1}/{self.steps}",
-            {"event": "batch", "epoch": self.epoch + 1, "batch": batch + 1, "loss": loss},
+            {"event": "batch", "model": self.name, "epoch": self.epoch + 1, "batch": batch + 1,
+             "loss": loss},
             stage="train")))
         if self.cancel.cancelled:
             raise Cancelled()
@@ -48,8 +49,10 @@ class CheckpointCallback(keras.callbacks.Callback):
     COLLAPSE_PATIENCE = 2
 
     def __init__(self, paths: dict, state: dict, collapse_ratio: float, events: queue.Queue,
-                 name: str, probe: tuple | None, steps: int, total: int) -> None:
+                 name: str, probe: tuple | None, steps: int, total: int,
+                 cancel: CancelToken | None = None) -> None:
         super().__init__()
+        self.cancel = cancel or CancelToken()
         self.paths, self.state, self.collapse_ratio = paths, state, collapse_ratio
         self.events, self.name, self.probe = events, name, probe
         self.steps, self.total = steps, total
@@ -80,11 +83,16 @@ class CheckpointCallback(keras.callbacks.Callback):
         val = f", val {record['val_loss']:.4f}" if "val_loss" in record else ""
         self.events.put(("progress", Progress(
             done, self.total, f"{self.name} epoch {epoch + 1}: loss {record['loss']:.4f}{val}",
-            {"event": "epoch", **record}, stage="train")))
+            {"event": "epoch", "model": self.name, **record}, stage="train")))
         if newly_collapsed:
             self.events.put(("progress", Progress(
                 done, self.total,
                 f"{self.name} collapsed after epoch {epoch + 1}: every prediction is about "
                 f"{record['mean_prediction']:.3f} (spread {record['prediction_std']:.4f}); the "
                 "selected masks may be too sparse, or the learning rate too high",
-                {"event": "collapse", **record}, stage="train")))
+                {"event": "collapse", "model": self.name, **record}, stage="train")))
+        if self.cancel.stop_requested and epoch + 1 < self.params.get("epochs", epoch + 2):
+            self.events.put(("progress", Progress(
+                done, self.total, f"{self.name}: stopped after epoch {epoch + 1} (resume continues)",
+                {"event": "stopped", "model": self.name, "epoch": epoch + 1}, stage="train")))
+            raise Cancelled()

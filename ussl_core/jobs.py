@@ -45,6 +45,8 @@ def _train(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
     settings = TrainingSettings(**spec.get("settings", {}))
     data = load_selection(project)
     for arch in spec["archs"]:
+        if cancel.stop_requested:   # "stop after this epoch" landed on a model's last epoch
+            raise Cancelled()
         yield from train_student(project, arch, spec.get("preset", "compact"), settings,
                                  resume=spec.get("resume", False), data=data, cancel=cancel)
 
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(argv[0])
     cancel = CancelToken()
     signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
+    # SIGUSR1: finish the unit in progress (training: the epoch and its checkpoint), then stop.
+    signal.signal(signal.SIGUSR1, lambda *_: cancel.stop_at_boundary())
     out = sys.stdout
 
     def emit(event: Progress) -> None:

@@ -34,9 +34,19 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._at_boundary = threading.Event()
 
     def cancel(self) -> None:
         self._event.set()
+
+    def stop_at_boundary(self) -> None:
+        """Ask the step to stop at its next natural boundary (training: the end of the epoch,
+        after its checkpoint), so that no work in progress is thrown away."""
+        self._at_boundary.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._at_boundary.is_set()
 
     @property
     def cancelled(self) -> bool:

@@ -257,7 +257,7 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
     cancel = cancel or CancelToken()
     callbacks = [ProgressCallback(events, cancel, name, steps, total, state["epoch"]),
                  CheckpointCallback(paths, state, settings.collapse_ratio, events, name, probe,
-                                    steps, total)]
+                                    steps, total, cancel)]
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"])))
 

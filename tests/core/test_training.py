@@ -206,6 +206,28 @@ def test_cancel_stops_within_one_batch(project_root: Path) -> None:
     assert not [t for t in threading.enumerate() if t.name == "train-cancelled_lowres"]
 
 
+def test_stop_after_the_epoch_keeps_it_and_resume_finishes(project_root: Path) -> None:
+    token = CancelToken()
+    seen = []
+    with Project.open(project_root, write=True) as project:
+        events = train_student(project, "basic_unet", "compact", TrainingSettings(epochs=3, batch_size=8),
+                               name="stopped_unet", cancel=token)
+        with pytest.raises(Cancelled):
+            for event in events:
+                seen.append(event.metrics.get("event"))
+                token.stop_at_boundary()     # asked during the first epoch
+        paths = model_paths(project, "stopped_unet")
+        # The whole first epoch ran and was checkpointed; then it stopped.
+        assert seen.count("epoch") == 1 and seen[-1] == "stopped"
+        assert json.loads(paths["state"].read_text())["epoch"] == 1
+        assert not paths["model"].exists()
+        resumed = list(train_student(project, "basic_unet", "compact",
+                                     TrainingSettings(epochs=3, batch_size=8), name="stopped_unet",
+                                     resume=True))
+    assert [e.metrics["epoch"] for e in resumed if e.metrics.get("event") == "epoch"] == [2, 3]
+    assert json.loads(paths["card"].read_text())["epochs"] == 3
+
+
 # ----------------------------------------------------------------------------- collapse
 def _tiny_sigmoid_net(arch: str, preset: str = "compact", **_):
     """The configuration DESIGN.md saw collapse: no batch normalisation, sigmoid output."""
