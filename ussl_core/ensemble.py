@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ussl_core.errors import UsslError
+
 COMMON_SIZE = (128, 128)  # (width, height) at which students' masks are combined
 
 
@@ -46,3 +48,23 @@ def multiselect(masks: dict[str, np.ndarray], scores: dict[str, float]) -> tuple
     """The student mask with the highest EvalSeg-Net score."""
     best = max(scores, key=scores.get)
     return best, masks[best]
+
+
+def ensemble_mask(masks: dict[str, np.ndarray], scores: dict[str, float],
+                  method: str) -> tuple[np.ndarray, str | None]:
+    """The soft mask one method makes of every student's mask (all at one size), and the
+    student MultiSelect-Net picked (None for the other methods).
+
+    method: "multi" (Multi-Net), "multiselect" (needs EvalSeg-Net `scores`) or a student's name.
+    """
+    if method == "multi":
+        return multi_net(list(masks.values())), None
+    if method == "multiselect":
+        if not scores:
+            raise UsslError("MultiSelect-Net needs an EvalSeg-Net; train one with `ussl evalseg`")
+        chosen, mask = multiselect(masks, scores)
+        return mask, chosen
+    if method not in masks:
+        raise UsslError(f"no student {method!r} among {', '.join(masks)}; "
+                        "use multi, multiselect or one of these")
+    return masks[method], None

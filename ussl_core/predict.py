@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ussl_core.ensemble import COMMON_SIZE, multi_net, resize_mask
+from ussl_core.ensemble import COMMON_SIZE, ensemble_mask, resize_mask
 from ussl_core.errors import UsslError
 from ussl_core.media import resize_rgb
 
@@ -105,16 +105,8 @@ class Segmenter:
         for image, masks in zip(images, self.student_masks(images)):
             rate = method == "multiselect" or (with_scores and self.evalseg is not None)
             scores = self.evalseg_scores(image, masks) if rate else {}
-            chosen = None
-            if method == "multi":
-                soft = multi_net(list(masks.values()))
-            elif method == "multiselect":
-                if not scores:
-                    raise UsslError("MultiSelect-Net needs an EvalSeg-Net; train one with `ussl evalseg`")
-                chosen = max(scores, key=scores.get)
-                soft = masks[chosen]
-            else:
-                soft = masks[self._student_name(method)]
+            key = method if method in ("multi", "multiselect") else self._student_name(method)
+            soft, chosen = ensemble_mask(masks, scores, key)
             full = resize_mask(soft, (image.shape[1], image.shape[0]))
             results.append(Segmentation(full, method, masks, scores, chosen))
         return results
