@@ -2,7 +2,8 @@
 
 `GeneratorWorker` runs a ussl_core progress generator in a QThread (light work: reading the
 store, making thumbnails). `JobWorker` runs a heavy step (teacher, training) in a child process
-(`python -m ussl_core.jobs`) supervised from a QThread, so that the step's Python work never
+(`python -m ussl_core.jobs`, or the frozen bundle's own executable with `--job`: see
+`job_command`) supervised from a QThread, so that the step's Python work never
 holds the GUI's GIL; cancel asks the child to stop (SIGTERM: it stops cooperatively, keeping
 what it completed) and kills it if it does not within a grace period. Both emit the same
 signals: started, progress(Progress), result(object), error(str, str), finished.
@@ -68,6 +69,14 @@ class GeneratorWorker(_Worker):
         self.result.emit(last)
 
 
+def job_command(spec: dict) -> list[str]:
+    """The command line of a job child. A frozen bundle (PyInstaller) has no `python -m`: its
+    executable runs the job itself when given `--job SPEC` (app.main)."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "--job", json.dumps(spec)]
+    return [sys.executable, "-m", "ussl_core.jobs", json.dumps(spec)]
+
+
 class JobWorker(_Worker):
     """Runs a job spec ({"kind": ..., "project": ...}) in a child process and relays its events."""
 
@@ -82,8 +91,7 @@ class JobWorker(_Worker):
 
     def run(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ussl_core.jobs", json.dumps(self.spec)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            job_command(self.spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=child_environment(self.tf_threads))
         if self.cancel_token.cancelled:  # cancelled before the child existed
             self._stop_child()
