@@ -36,7 +36,7 @@ class ProgressCallback(keras.callbacks.Callback):
         self.events.put(("progress", Progress(
             done, self.total, f"{self.name} epoch {self.epoch + 1} batch {batch + 1}/{self.steps}",
             {"event": "batch", "model": self.name, "epoch": self.epoch + 1, "batch": batch + 1,
-             "loss": loss},
+             "steps": self.steps, "loss": loss},
             stage="train")))
         if self.cancel.cancelled:
             raise Cancelled()

@@ -39,16 +39,24 @@ def cap_tensorflow_threads() -> None:
 
 
 def _train(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
+    """Several models one after another; "evalseg" among them trains last (it learns from the
+    generation's students)."""
+    from ussl_core.evalseg import train_evalseg
     from ussl_core.training import TrainingSettings, load_selection, train_student
 
     cap_tensorflow_threads()
     settings = TrainingSettings(**spec.get("settings", {}))
-    data = load_selection(project)
-    for arch in spec["archs"]:
+    preset, resume = spec.get("preset", "compact"), spec.get("resume", False)
+    archs = sorted(spec["archs"], key=lambda arch: arch == "evalseg")
+    data = load_selection(project) if any(a != "evalseg" for a in archs) else None
+    for arch in archs:
         if cancel.stop_requested:   # "stop after this epoch" landed on a model's last epoch
             raise Cancelled()
-        yield from train_student(project, arch, spec.get("preset", "compact"), settings,
-                                 resume=spec.get("resume", False), data=data, cancel=cancel)
+        if arch == "evalseg":
+            yield from train_evalseg(project, preset, settings, resume=resume, cancel=cancel)
+        else:
+            yield from train_student(project, arch, preset, settings, resume=resume, data=data,
+                                     cancel=cancel)
 
 
 def _evalseg(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QSpinBox, QSplitter, QStyle, QTableView, QToolButton, QVBoxLayout,
                                QWidget)
 
+from app.widgets.job_progress import EtaEstimator, eta_text, format_duration
 from app.widgets.mask_view import MaskView
 from app.widgets.settings_form import SettingsForm
 from ussl_core.media import VIDEO_EXTENSIONS, MediaSource, is_video_file, open_source, resize_rgb
@@ -215,13 +216,6 @@ class LRU:
         return len(self._items)
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(round(max(seconds, 0)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 # ----------------------------------------------------------------------------- the table
 
 
@@ -321,7 +315,7 @@ class VideosPanel(QWidget):
         self._queue: list[dict] = []             # add jobs waiting for the running one
         self._job_kind: str | None = None        # a job this panel started, while it runs
         self._job_started = 0.0
-        self._rate_base: tuple[float, int] | None = None
+        self._eta = EtaEstimator()
         self._form_synced: tuple | None = None
         self.form: SettingsForm | None = None
 
@@ -917,7 +911,7 @@ class VideosPanel(QWidget):
             return False
         self._job_kind = spec["kind"]
         self._job_started = time.monotonic()
-        self._rate_base = None
+        self._eta.reset()
         self.progress_bar.setRange(0, 0)
         self.progress_bar.setFormat(f"{spec['kind']}: starting")
         self.eta_label.setText("")
@@ -946,16 +940,7 @@ class VideosPanel(QWidget):
         self.progress_bar.setFormat(f"%v / %m {unit}".rstrip())
         fps = event.metrics.get("frames_per_s") if event.metrics else None
         self.status_label.setText(event.message + (f"  \u00b7  {fps:.1f} frames/s" if fps else ""))
-        if self._rate_base is None:
-            self._rate_base = (now, event.done)
-            self.eta_label.setText("ETA \u2026")
-            return
-        t0, done0 = self._rate_base
-        rate = (event.done - done0) / max(now - t0, 1e-6)
-        if event.done >= event.total:
-            self.eta_label.setText("finishing")
-        elif rate > 0:
-            self.eta_label.setText(f"ETA {format_duration((event.total - event.done) / rate)}")
+        self.eta_label.setText(eta_text(self._eta, event.done, event.total, now))
 
     def _schedule_refresh(self) -> None:
         if self._throttle.isActive():
