@@ -77,10 +77,12 @@ class ProjectContext(QObject):
         return self.job is not None
 
     def run_job(self, spec: dict) -> JobWorker | None:
-        """Start a writing job in a child process; None when one is already running."""
-        if self.project is None or self.busy:
+        """Start a writing job in a child process; None when one is already running. The job
+        writes the open project, or (kind "sample") makes the project named in the spec."""
+        if self.busy or (self.project is None and spec.get("kind") != "sample"):
             return None
-        spec = {**spec, "project": str(self.project.root)}
+        if self.project is not None and spec.get("kind") != "sample":
+            spec = {**spec, "project": str(self.project.root)}
         worker = JobWorker(spec, parent=self)
         worker.progress.connect(self.job_progress)
         worker.error.connect(self.job_error)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, QStandardPaths, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
 
 from app.context import ProjectContext
+from app.widgets.job_progress import EtaEstimator, eta_text
 from ussl_core.errors import UsslError
 from ussl_core.store import Project
 
@@ -49,6 +50,10 @@ class MainWindow(QMainWindow):
         geometry = self.settings.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        self.tabs.setCurrentIndex(int(self.settings.value("window/panel", 0) or 0))
 
     # ------------------------------------------------------------------ layout
     def _start_page(self) -> QWidget:
@@ -59,10 +64,16 @@ class MainWindow(QMainWindow):
         title.setAlignment(Qt.AlignCenter)
         layout.addWidget(title)
         for text, slot in (("New project...", self.new_project_dialog),
-                           ("Open project...", self.open_project_dialog)):
+                           ("Open project...", self.open_project_dialog),
+                           ("Open the sample project", self.open_sample_project)):
             button = QPushButton(text)
             button.clicked.connect(slot)
-            layout.addWidget(button)
+            button.setMinimumWidth(260)
+            layout.addWidget(button, 0, Qt.AlignCenter)
+        self.sample_button = button
+        self.start_message = QLabel("")
+        self.start_message.setAlignment(Qt.AlignCenter)
+        layout.addWidget(self.start_message)
         return page
 
     def _build_menu(self) -> None:
@@ -72,9 +83,26 @@ class MainWindow(QMainWindow):
             menu.addAction(self._action(text, shortcut, slot))
         self.recent_menu = menu.addMenu("Open &recent")
         self._fill_recent()
+        menu.addAction(self._action("Open the &sample project", "Ctrl+Shift+S", self.open_sample_project))
         menu.addAction(self._action("&Close project", QKeySequence.Close, self.close_project))
         menu.addSeparator()
         menu.addAction(self._action("&Quit", QKeySequence.Quit, self.close))
+        view = self.menuBar().addMenu("&View")
+        for i, panel in enumerate(self.panels):   # Alt+1 .. Alt+n switch panels
+            view.addAction(self._action(panel.title, f"Alt+{i + 1}",
+                                        lambda checked=False, i=i: self.tabs.setCurrentIndex(i)))
+        jobs = self.menuBar().addMenu("&Job")
+        self.cancel_action = self._action("&Cancel the running job", "Ctrl+.", self.context.cancel_job)
+        self.cancel_action.setEnabled(False)
+        jobs.addAction(self.cancel_action)
+        toolbar = self.addToolBar("Main")
+        toolbar.setObjectName("main-toolbar")
+        toolbar.setMovable(False)
+        for text, slot in (("New", self.new_project_dialog), ("Open", self.open_project_dialog),
+                           ("Close", self.close_project)):
+            toolbar.addAction(text, slot)
+        toolbar.addSeparator()
+        toolbar.addAction(self.cancel_action)
 
     def _action(self, text: str, shortcut, slot) -> QAction:
         action = QAction(text, self)
@@ -89,11 +117,14 @@ class MainWindow(QMainWindow):
         self.job_progress = QProgressBar()
         self.job_progress.setMaximumWidth(220)
         self.job_progress.hide()
+        self.job_eta = QLabel("")
+        self._eta = EtaEstimator()
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.context.cancel_job)
         self.cancel_button.hide()
         bar.addWidget(self.job_label, 1)
         bar.addPermanentWidget(self.job_progress)
+        bar.addPermanentWidget(self.job_eta)
         bar.addPermanentWidget(self.cancel_button)
         bar.addPermanentWidget(self.device_label)
 
@@ -126,6 +157,40 @@ class MainWindow(QMainWindow):
                 return
             self.open_project(path)
 
+    def sample_project_root(self) -> Path:
+        base = QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or str(Path.home() / ".ussl")
+        return Path(base) / "sample" / "project"
+
+    def open_sample_project(self) -> None:
+        """Open the embedded generated sample, making it first (in a job) if needed."""
+        root = self.sample_project_root()
+        if (root / "project.sqlite").exists() and self._sample_ready(root):
+            self.open_project(root)
+            return
+        root.parent.mkdir(parents=True, exist_ok=True)
+        worker = self.context.run_job({"kind": "sample", "project": str(root)})
+        if worker is None:
+            self.start_message.setText("A job is running; try again when it ends.")
+            return
+        self.sample_button.setEnabled(False)
+        self.start_message.setText("Making the sample project (generated videos, teacher masks)\u2026")
+        worker.result.connect(lambda _: self._sample_made(root))
+        worker.error.connect(lambda *_: self.sample_button.setEnabled(True))
+        worker.cancelled.connect(lambda: self.sample_button.setEnabled(True))
+
+    @staticmethod
+    def _sample_ready(root: Path) -> bool:
+        try:
+            with Project.open(root) as project:
+                return project.active_selection() is not None
+        except UsslError:
+            return False
+
+    def _sample_made(self, root: Path) -> None:
+        self.sample_button.setEnabled(True)
+        self.start_message.setText("")
+        self.open_project(root)
+
     def open_project_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open project folder")
         if path:
@@ -152,15 +217,20 @@ class MainWindow(QMainWindow):
         self.job_progress.setRange(0, 0)
         self.job_progress.show()
         self.cancel_button.show()
+        self.cancel_action.setEnabled(True)
+        self._eta.reset()
 
     def _job_progress(self, event) -> None:
         self.job_progress.setRange(0, max(event.total, 1))
-        self.job_progress.setValue(event.done)
+        self.job_progress.setValue(min(event.done, max(event.total, 1)))
         self.job_label.setText(f"{event.stage or 'job'}: {event.message}")
+        self.job_eta.setText(eta_text(self._eta, event.done, event.total))
 
     def _job_finished(self, kind: str, outcome: str) -> None:
         self.job_progress.hide()
         self.cancel_button.hide()
+        self.cancel_action.setEnabled(False)
+        self.job_eta.setText("")
         self.job_label.setText(f"{kind}: {outcome}")
 
     def _job_error(self, message: str, details: str) -> None:
@@ -172,6 +242,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/panel", self.tabs.currentIndex())
         self.context.shutdown()
         super().closeEvent(event)
 

@@ -36,6 +36,24 @@ def sample_sources(out: Path, n_videos: int = SAMPLE_VIDEOS, spec: SampleSpec = 
     return davis_sources(root)
 
 
+def prepare_sample_project(root: Path, workers: int | None = None,
+                           cancel: CancelToken | None = None) -> Iterator[Progress]:
+    """The app's sample project at `root`: generated videos (beside it), VideoPCA masks and the
+    demo's selection; students are left to train on demand. Resumable like every step."""
+    sources = sample_sources(root.parent)
+    project = Project.open(root, write=True, holder="ussl sample") if (root / "project.sqlite").exists() \
+        else Project.create(root, holder="ussl sample")
+    try:
+        yield from add_sources(project, sources, cancel=cancel)
+        yield from run_teacher(project, "videopca", workers=workers, cancel=cancel)
+        if project.active_selection() is None:
+            result = select(project, project.producer(producer_name("videopca")).id,
+                            SelectionSettings(top_percent=DemoSettings.top_percent))
+            yield Progress(1, 1, f"selected {result.n_selected} masks", stage="select")
+    finally:
+        project.close()
+
+
 def overlay(frame: np.ndarray, soft: np.ndarray) -> np.ndarray:
     """The frame with the soft mask in red on top (RGB uint8)."""
     mask = cv2.resize(soft, (frame.shape[1], frame.shape[0]))[..., None]

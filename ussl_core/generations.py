@@ -136,3 +136,55 @@ def select_candidates(project: Project, generation: int, settings: GenerationSet
                            generation=generation + 1,
                            source=f"students of generation {generation}, scored by EvalSeg-Net")
     return len(members)
+
+
+@dataclass(frozen=True)
+class GenerationStatus:
+    """Where one generation stands in Algorithm 1."""
+    generation: int
+    teacher: str                 # what produced the masks its students learn from
+    selection_size: int | None   # pairs in its latest selection (None: nothing selected yet)
+    students: list[str]          # names of its trained students
+    evalseg: str | None          # its EvalSeg-Net, if trained
+    next_step: str               # what the user does next for this generation ("" when complete)
+
+    @property
+    def ensembles(self) -> list[str]:
+        names = ["Multi-Net"] if len(self.students) > 1 else []
+        return names + (["MultiSelect-Net"] if self.students and self.evalseg else [])
+
+
+def generation_overview(project: Project) -> list[GenerationStatus]:
+    """Every generation so far, oldest first, read from the catalog and the model cards."""
+    from ussl_core.training import trained_cards
+
+    current = current_generation(project)
+    cards = trained_cards(project.root / "models") if (project.root / "models").is_dir() else []
+    teachers = [p.name for p in project.producers() if p.kind == "teacher"]
+    overview = []
+    for g in range(1, current + 1):
+        row = project.conn.execute(
+            "SELECT n_selected, producer_id FROM selections WHERE generation=? ORDER BY id DESC LIMIT 1",
+            (g,)).fetchone()
+        students = [c["name"] for c in cards if c.get("generation", 1) == g and c.get("architecture") != "evalseg"]
+        evalseg = next((c["name"] for c in cards if c.get("generation", 1) == g
+                        and c.get("architecture") == "evalseg"), None)
+        if g == 1:
+            teacher = next((p.name for p in project.producers() if row and p.id == row[1]),
+                           teachers[0] if teachers else "none yet")
+        else:
+            teacher = f"generation {g - 1} students"
+        if g == 1 and not teachers:
+            step = "add videos and run the teacher (Videos panel)"
+        elif row is None:
+            step = "choose the cut-off and apply the selection (Audit panel)"
+        elif not students:
+            step = "train the students (Training panel)"
+        elif evalseg is None:
+            step = "train EvalSeg-Net"
+        elif g == current:
+            step = f"start generation {g + 1}"
+        else:
+            step = ""
+        overview.append(GenerationStatus(g, teacher, row[0] if row else None, students, evalseg, step))
+    return overview

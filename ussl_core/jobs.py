@@ -69,16 +69,31 @@ def _evalseg(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
                          resume=spec.get("resume", False), cancel=cancel)
 
 
-def _add(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
-    from ussl_core.ingest import SourceSpec, add_sources, davis_sources
+def _sources(spec: dict) -> list:
+    from ussl_core.ingest import SourceSpec, davis_sources
 
     sources = []
-    for path in spec["sources"]:
+    for path in spec.get("sources", []):
         sources += davis_sources(path) if spec.get("davis") else [SourceSpec(Path(path), images=spec.get("images", False))]
-    return add_sources(project, sources, cancel=cancel)
+    return sources
 
 
-STEPS = {"teacher": _teacher, "train": _train, "evalseg": _evalseg, "add": _add}
+def _add(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
+    from ussl_core.ingest import add_sources
+
+    return add_sources(project, _sources(spec), cancel=cancel)
+
+
+def _next_generation(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
+    from ussl_core.generations import GenerationSettings, next_generation
+
+    cap_tensorflow_threads()
+    return next_generation(project, _sources(spec), GenerationSettings(**spec.get("settings", {})),
+                           spec.get("workers"), cancel)
+
+
+STEPS = {"teacher": _teacher, "train": _train, "evalseg": _evalseg, "add": _add,
+         "next_generation": _next_generation}
 
 
 def run_job(spec: dict, emit, cancel: CancelToken) -> None:
@@ -86,6 +101,12 @@ def run_job(spec: dict, emit, cancel: CancelToken) -> None:
     from ussl_core.store import Project
 
     kind = spec["kind"]
+    if kind == "sample":   # makes its project, so it cannot run inside one
+        from ussl_core.demo import prepare_sample_project
+
+        for event in prepare_sample_project(Path(spec["project"]), spec.get("workers"), cancel):
+            emit(event)
+        return
     if kind not in STEPS:
         raise UsslError(f"unknown job kind {kind!r}; known: {', '.join(STEPS)}")
     with Project.open(spec["project"], write=True, holder=f"ussl-gui {kind}") as project:

@@ -29,3 +29,67 @@ def test_opening_a_non_project_warns_and_keeps_state(qtbot, tmp_path, monkeypatc
     assert shown and str(tmp_path) in shown[0]
     assert window.project is None
     window.close()
+
+
+def test_every_panel_is_a_tab_with_a_shortcut(qtbot):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    titles = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+    assert titles == ["Videos", "Audit", "Training", "Generations", "Predict", "Per-image"]
+    view = next(m for m in window.menuBar().findChildren(type(window.recent_menu)) if m.title() == "&View")
+    view.actions()[3].trigger()
+    assert window.tabs.currentIndex() == 3
+    window.close()
+
+
+def test_panel_and_geometry_are_restored(qtbot, tmp_path):
+    Project.create(tmp_path / "proj").close()
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.open_project(tmp_path / "proj")
+    window.tabs.setCurrentIndex(2)
+    window.resize(711, 477)      # within the offscreen screen (800 x 600)
+    window.close()
+    again = MainWindow()
+    qtbot.addWidget(again)
+    assert again.tabs.currentIndex() == 2 and again.size().width() == 711
+    assert again.recent_menu.actions()[0].text() == str(tmp_path / "proj")
+    again.close()
+
+
+def test_status_bar_shows_the_job_with_eta_and_cancel(qtbot):
+    from ussl_core.progress import Progress
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    window.context.job_started.emit("teacher")
+    assert window.cancel_action.isEnabled() and window.cancel_button.isVisible()
+    window.context.job_progress.emit(Progress(10, 100, "bear shot 0", stage="teacher"))
+    qtbot.wait(50)
+    window.context.job_progress.emit(Progress(20, 100, "bear shot 1", stage="teacher"))
+    assert window.job_label.text() == "teacher: bear shot 1"
+    assert window.job_progress.value() == 20 and window.job_eta.text().startswith("ETA 0:0")
+    window.context.job_finished.emit("teacher", "cancelled")
+    assert not window.cancel_action.isEnabled() and window.job_eta.text() == ""
+    assert window.job_label.text() == "teacher: cancelled"
+    window.close()
+
+
+def test_the_sample_project_is_made_on_first_use_then_opened(qtbot):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    root = window.sample_project_root()
+    assert not root.exists()
+    with qtbot.waitSignal(window.context.project_changed, timeout=120_000):
+        window.sample_button.click()
+        assert not window.sample_button.isEnabled() and "Making" in window.start_message.text()
+    assert window.context.root == root and window.windowTitle() == "project — ussl"
+    project = window.context.project
+    assert len(project.videos()) == 4 and project.active_selection()["n_selected"] > 0
+    window.close_project()
+    with qtbot.waitSignal(window.context.project_changed, timeout=5_000):
+        window.open_sample_project()          # already made: opened at once, no job
+    assert window.context.job is None and window.context.root == root
+    window.close()
