@@ -71,6 +71,32 @@ class ProjectContext(QObject):
         self.data_changed.emit()
         return result
 
+    def write_in_background(self, change: Callable[[Project], object],
+                            on_done: Callable[[object], None],
+                            on_error: Callable[[str], None]) -> GeneratorWorker:
+        """`write` in a thread, for changes that take a moment (a selection over 100,000 masks).
+        data_changed is emitted, then on_done(result); or on_error(message)."""
+        if self.project is None:
+            raise RuntimeError("no project is open")
+        root = self.project.root
+
+        def events(_cancel: CancelToken) -> Iterator[Progress]:
+            with Project.open(root, write=True, holder="ussl-gui") as writable:
+                result = change(writable)
+            yield Progress(1, 1, "written", {"result": result})
+
+        def done(event: Progress) -> None:
+            self.data_changed.emit()
+            on_done(event.metrics["result"])
+
+        worker = GeneratorWorker(events, parent=self)
+        self._light.add(worker)
+        worker.result.connect(done)
+        worker.error.connect(lambda message, _details: on_error(message))
+        worker.finished.connect(lambda: self._light.discard(worker))
+        worker.start()
+        return worker
+
     # ------------------------------------------------------------------ jobs
     @property
     def busy(self) -> bool:

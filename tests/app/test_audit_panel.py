@@ -303,7 +303,10 @@ def test_apply_selection_keeps_approved_and_drops_rejected(qtbot, panel, root):
     panel.percent_spin.setValue(25.0)
     assert "+1 approved" in panel.kept_label.text() and "−1 rejected" in panel.kept_label.text()
 
-    panel.apply_button.click()
+    with qtbot.waitSignal(panel.selection_applied, timeout=10_000):
+        panel.apply_button.click()
+        assert not panel.apply_button.isEnabled()     # written in a thread, not on the GUI's
+    assert panel.apply_button.isEnabled()
     with Project.open(root) as project:
         active = project.active_selection()
         members = {f for f, _ in project.selection_members(active["id"])}
@@ -319,7 +322,8 @@ def test_apply_selection_keeps_approved_and_drops_rejected(qtbot, panel, root):
     # Threshold mode writes a threshold selection.
     panel.mode_combo.setCurrentIndex(1)
     panel.threshold_spin.setValue(0.0)
-    panel.apply_button.click()
+    with qtbot.waitSignal(panel.selection_applied, timeout=10_000):
+        panel.apply_button.click()
     with Project.open(root) as project:
         active = project.active_selection()
         members = {f for f, _ in project.selection_members(active["id"])}
