@@ -39,6 +39,7 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(panel, panel.title)
         self._stack.addWidget(self.tabs)
         self.setCentralWidget(self._stack)
+        self.setAcceptDrops(True)   # drops on panels that take none land here (see dropEvent)
         self._build_menu()
         self._build_status_bar()
         self.context.project_changed.connect(self._project_changed)
@@ -239,6 +240,37 @@ class MainWindow(QMainWindow):
         if details:
             box.setDetailedText(details)
         box.open()
+
+    # ------------------------------------------------------------------ drops
+    @staticmethod
+    def _dropped_paths(event) -> list[Path]:
+        mime = event.mimeData()
+        if mime is None or not mime.hasUrls():
+            return []
+        return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        if self.context.project is not None and self._dropped_paths(event):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        """Images go to the Predict panel; videos and folders are added to the project."""
+        from ussl_core.media import IMAGE_EXTENSIONS
+
+        paths = self._dropped_paths(event)
+        if not paths or self.context.project is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        by_title = {panel.title: panel for panel in self.panels}
+        if all(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in paths):
+            target = by_title["Predict"]
+        else:
+            target = by_title["Videos"]
+        self.tabs.setCurrentWidget(target)
+        target.add_paths(paths)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         self.settings.setValue("window/geometry", self.saveGeometry())
