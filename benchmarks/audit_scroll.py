@@ -91,14 +91,22 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/ussl-audit-bench"))
     parser.add_argument("--fresh", action="store_true", help="rebuild the generated project")
     parser.add_argument("--steps", type=int, default=300, help="scroll steps per phase")
-    args = parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    print(json.dumps(measure(parser.parse_args(argv)), indent=2))
+    return 0
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The audit panel's figures on the generated project (made first when missing)."""
     root = args.out / f"project-{args.masks}"
     info: dict = {"masks": args.masks, "working_size": list(WORKING)}
     if args.fresh and root.exists():
@@ -218,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     panel.shutdown()
     context.shutdown()
-    print(json.dumps(info, indent=2))
-    return 0
+    return info
 
 
 if __name__ == "__main__":

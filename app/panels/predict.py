@@ -412,6 +412,7 @@ class PredictPanel(QWidget):
         self._exporting = None
         self._export_note = ""
         self._build()
+        self._models_stale = False
         context.project_changed.connect(self._project_changed)
         context.data_changed.connect(self.reload_models)
         self._project_changed()
@@ -561,6 +562,12 @@ class PredictPanel(QWidget):
         if root is None:
             self._set_models(NO_PROJECT, None, "", None)
             return
+        if not (self.isVisible() or self.paths):
+            # Loading imports TensorFlow into the GUI process: wait until the panel is
+            # shown or given images, so that jobs finishing elsewhere do not cost a stall.
+            self._models_stale = True
+            return
+        self._models_stale = False
         if self._loader is not None:
             self._reload_again = True
             return
@@ -583,6 +590,11 @@ class PredictPanel(QWidget):
                 raise
 
         self._loader = self.context.run_light(_safely(work, "models"), self._models_done)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().showEvent(event)
+        if self._models_stale:
+            self.reload_models()
 
     def _models_done(self, event: Progress | None) -> None:
         self._loader = None
@@ -691,6 +703,8 @@ class PredictPanel(QWidget):
         if added and self.strip.currentRow() < 0:
             self.strip.setCurrentRow(self.paths.index(added[0]))
         self._update_actions()
+        if self._models_stale:
+            self.reload_models()
         self._pump()
         return added
 

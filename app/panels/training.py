@@ -69,19 +69,35 @@ def architecture_of(model_name: str) -> str | None:
 # ----------------------------------------------------------------------------- the loss monitor
 class LossMonitor(PlotCanvas):
     """Batch loss (thin), epoch loss (dots), validation loss (dashed) per model; the best epoch
-    (lowest validation loss, else training loss) is starred. Redraws are throttled."""
+    (lowest validation loss, else training loss) is starred. Redraws are throttled, and a redraw
+    only moves the data of existing lines (rebuilding the axes costs ~80 ms on this CPU)."""
+
+    COLOURS = ["#3b6ea5", "#c0504d", "#4f9a5f", "#8064a2", "#d08a2c", "#5a5a5a"]
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, width=5, height=3)
+        super().__init__(parent, width=5, height=3,
+                         margins={"left": 0.1, "right": 0.98, "top": 0.9, "bottom": 0.15})
         self.series: dict[str, dict[str, list[float]]] = {}
+        self._lines: dict[str, dict] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._draw)
         self.draws = 0
+        self._setup_axes()
         self._draw()
+
+    def _setup_axes(self) -> None:
+        ax = self.axes
+        ax.clear()
+        self.style_axes()
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("L2 loss")
+        ax.set_title("Losses appear here while models train", loc="left")
+        self._lines.clear()
 
     def reset(self) -> None:
         self.series.clear()
+        self._setup_axes()
         self._schedule()
 
     def add(self, metrics: dict) -> None:
@@ -102,11 +118,15 @@ class LossMonitor(PlotCanvas):
             s["val_loss"].append(metrics.get("val_loss", math.nan))
         self._schedule()
 
+    @staticmethod
+    def _best_values(s: dict) -> list[float]:
+        return s["val_loss"] if not all(math.isnan(v) for v in s["val_loss"]) else s["loss"]
+
     def best_epoch(self, name: str) -> int | None:
         s = self.series.get(name)
         if not s or not s["epoch"]:
             return None
-        values = s["val_loss"] if not all(math.isnan(v) for v in s["val_loss"]) else s["loss"]
+        values = self._best_values(s)
         best = min(range(len(values)), key=lambda i: math.inf if math.isnan(values[i]) else values[i])
         return s["epoch"][best]
 
@@ -114,31 +134,35 @@ class LossMonitor(PlotCanvas):
         if not self._timer.isActive():
             self._timer.start(REDRAW_MS)
 
-    def _draw(self) -> None:
-        ax = self.axes
-        ax.clear()
-        self.style_axes()
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("L2 loss")
-        colours = ["#3b6ea5", "#c0504d", "#4f9a5f", "#8064a2", "#d08a2c", "#5a5a5a"]
-        for i, (name, s) in enumerate(self.series.items()):
-            colour = colours[i % len(colours)]
-            if s["batch_x"]:
-                ax.plot(s["batch_x"], s["batch_loss"], color=colour, alpha=0.35, linewidth=0.8)
-            if s["epoch"]:
-                ax.plot(s["epoch"], s["loss"], "o-", color=colour, markersize=3, linewidth=1.2,
-                        label=name)
-                if not all(math.isnan(v) for v in s["val_loss"]):
-                    ax.plot(s["epoch"], s["val_loss"], "--", color=colour, linewidth=1.0)
-                best = self.best_epoch(name)
-                values = s["val_loss"] if not all(math.isnan(v) for v in s["val_loss"]) else s["loss"]
-                ax.plot([best], [values[s["epoch"].index(best)]], "*", color=colour, markersize=10)
-        if any(s["epoch"] for s in self.series.values()):
+    def _lines_for(self, name: str) -> dict:
+        if name not in self._lines:
+            ax = self.axes
+            colour = self.COLOURS[len(self._lines) % len(self.COLOURS)]
+            self._lines[name] = {
+                "batch": ax.plot([], [], color=colour, alpha=0.35, linewidth=0.8)[0],
+                "epoch": ax.plot([], [], "o-", color=colour, markersize=3, linewidth=1.2, label=name)[0],
+                "val": ax.plot([], [], "--", color=colour, linewidth=1.0)[0],
+                "best": ax.plot([], [], "*", color=colour, markersize=10)[0]}
             ax.set_yscale("log")
             ax.legend(loc="upper right", frameon=False)
             ax.set_title("solid: training, dashed: validation, star: best epoch", loc="left")
-        elif not self.series:
-            ax.set_title("Losses appear here while models train", loc="left")
+        return self._lines[name]
+
+    def _draw(self) -> None:
+        for name, s in self.series.items():
+            lines = self._lines_for(name)
+            lines["batch"].set_data(s["batch_x"], s["batch_loss"])
+            lines["epoch"].set_data(s["epoch"], s["loss"])
+            has_val = not all(math.isnan(v) for v in s["val_loss"])
+            lines["val"].set_data(s["epoch"] if has_val else [], s["val_loss"] if has_val else [])
+            best = self.best_epoch(name)
+            if best is None:
+                lines["best"].set_data([], [])
+            else:
+                lines["best"].set_data([best], [self._best_values(s)[s["epoch"].index(best)]])
+        if self.series:
+            self.axes.relim()
+            self.axes.autoscale_view()
         self.draws += 1
         self.redraw()
 

@@ -36,9 +36,14 @@ class PlotCanvas(FigureCanvasQTAgg):
     """One matplotlib axes in a Qt widget; `self.figure`, `self.axes`."""
 
     def __init__(self, parent: QWidget | None = None, width: float = 4.0, height: float = 3.0,
-                 dpi: int = 100) -> None:
+                 dpi: int = 100, margins: dict | None = None) -> None:
+        """`margins` (subplots_adjust arguments) fixes the layout instead of the constrained
+        layout, which is recomputed on every draw: for plots that redraw often."""
         with matplotlib.rc_context(STYLE):
-            figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+            figure = Figure(figsize=(width, height), dpi=dpi,
+                            layout=None if margins else "constrained")
+            if margins:
+                figure.subplots_adjust(**margins)
             self.axes = figure.add_subplot(111)
         super().__init__(figure)
         self.setParent(parent)
