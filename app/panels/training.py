@@ -100,6 +100,12 @@ class LossMonitor(PlotCanvas):
         self._setup_axes()
         self._schedule()
 
+    def show_history(self, name: str, history: list[dict]) -> None:
+        """A finished run's epoch losses (from its model card), in place of the live view."""
+        self.reset()
+        for record in history:
+            self.add({"event": "epoch", "model": name, **record})
+
     def add(self, metrics: dict) -> None:
         kind, name = metrics.get("event"), metrics.get("model")
         if kind not in ("batch", "epoch") or not name:
@@ -314,6 +320,8 @@ class TrainingPanel(QWidget):
             return
         card = {k: v for k, v in self._cards[rows[0].row()].items() if not k.startswith("_")}
         self.card_view.setPlainText(json.dumps(card, indent=2))
+        if self._worker is None:   # while training, the monitor stays live
+            self.monitor.show_history(card.get("name", "?"), card.get("history") or [])
 
     def _update_actions(self) -> None:
         has_project = self.context.project is not None

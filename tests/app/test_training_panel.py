@@ -71,6 +71,9 @@ def test_train_one_model_live_losses_and_its_card(qtbot, context, panel, project
     panel.history.selectRow(0)
     shown = json.loads(panel.card_view.toPlainText())
     assert shown["name"] == name and shown["epochs"] == 2
+    # ... and its losses in the monitor (epochs only: batches are not in the card).
+    assert panel.monitor.series[name]["loss"] == pytest.approx([r["loss"] for r in card["history"]])
+    assert panel.monitor.series[name]["batch_loss"] == []
     assert "Finished" in panel.progress.status_label.text()
     assert panel.train_button.isEnabled() and not panel.stop_button.isEnabled()
 
