@@ -16,548 +16,31 @@ thumbnails happens off the GUI thread. Decisions and the selection are short wri
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import cv2
 import numpy as np
-import shiboken6
-from PySide6.QtCore import (QAbstractListModel, QItemSelectionModel, QModelIndex, QSize, Qt, QTimer,
-                            Signal)
-from PySide6.QtGui import QAction, QKeySequence, QUndoCommand, QUndoStack
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFrame,
-                               QGridLayout, QHBoxLayout, QLabel, QPushButton, QSplitter, QToolButton,
+from PySide6.QtCore import QItemSelectionModel, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGridLayout,
+                               QHBoxLayout, QLabel, QPushButton, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
 
-from app.widgets.plot import PlotCanvas
-from app.widgets.thumbnails import (BadgeRole, CellRole, DimRole, KeyRole, PayloadRole, RecordRole,
-                                    ThumbnailCache, ThumbnailDelegate, ThumbnailGrid,
-                                    ThumbnailLoader)
-from ussl_core.demo import overlay
+from app.panels.audit_table import (APPROVE, CODES, NAMES, NONE, REJECT, THUMB, AuditRecord,
+                                    AuditTable, ScoredMask, load_table, render_thumbnail)
+from app.panels.audit_views import MUTED, AuditModel, CutoffPlot, DecisionCommand, MaskDialog
+from app.widgets.thumbnails import (PayloadRole, RecordRole, ThumbnailCache, ThumbnailDelegate,
+                                    ThumbnailGrid, ThumbnailLoader)
+from app.workers import is_alive, never_raising
 from ussl_core.errors import ProjectError, ProjectLockedError, UsslError
-from ussl_core.progress import Cancelled, CancelToken, Progress
-from ussl_core.purity import (PurityCurve, decisions_curve, n_kept, purity_curve, rank_best_first,
-                              read_ground_truth)
+from ussl_core.purity import PurityCurve, decisions_curve, n_kept, purity_curve
 from ussl_core.selection import SelectionSettings, select
 from ussl_core.store import Project
-from ussl_core.store.shards import read_shard
 
-THUMB = QSize(96, 72)
-NONE, APPROVE, REJECT = 0, 1, 2
-CODES = {"approve": APPROVE, "reject": REJECT, "clear": NONE}
-NAMES = {APPROVE: "approve", REJECT: "reject"}
 DECISION_FILTERS = ("All", "Approved", "Rejected", "Undecided")
 BUSY_MESSAGE = "A job is running: decisions and selection are paused until it finishes."
 CURVE_REFRESH_MS = 800
-MUTED = "color: #6b7075;"
 
 
-# ============================================================================ records
-@dataclass(frozen=True)
-class AuditRecord:
-    """One row of the grid, as the model hands it out."""
-    frame_id: int
-    producer_id: int
-    score: float
-    video_id: int
-    decision: str | None
 
-
-@dataclass(frozen=True)
-class _Scored:
-    """What decisions_curve reads of a mask."""
-    frame_id: int
-    producer_id: int
-    score: float
-
-
-@dataclass
-class AuditTable:
-    """A producer's masks as columns, sorted by score (best first, ties in catalog order, as
-    selection and purity rank them). Images are not held here, only where to read them."""
-    producer_id: int
-    frame_id: np.ndarray
-    score: np.ndarray
-    video_id: np.ndarray
-    frame_idx: np.ndarray
-    decision: np.ndarray          # int8: 0 none, 1 approve, 2 reject
-    mask_path: np.ndarray         # int32 index into paths
-    mask_row: np.ndarray
-    frames_path: np.ndarray       # int32 index into paths, -1 when the shot has no frames
-    frames_row: np.ndarray
-    shot_id: np.ndarray
-    paths: list[str]
-    thumb_sizes: dict[int, tuple[int, int]]
-    video_names: dict[int, str]
-    _by_frame: np.ndarray = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        self._by_frame = np.argsort(self.frame_id, kind="stable")
-
-    def __len__(self) -> int:
-        return len(self.frame_id)
-
-    def index_of(self, frame_ids) -> np.ndarray:
-        """Table positions of frame ids (-1 where absent)."""
-        frame_ids = np.atleast_1d(np.asarray(frame_ids, dtype=np.int64))
-        if not len(self):
-            return np.full(len(frame_ids), -1, np.int64)
-        sorted_ids = self.frame_id[self._by_frame]
-        pos = np.clip(np.searchsorted(sorted_ids, frame_ids), 0, len(self) - 1)
-        found = sorted_ids[pos] == frame_ids
-        return np.where(found, self._by_frame[pos], -1)
-
-    def payload(self, i: int) -> tuple:
-        frames = int(self.frames_path[i])
-        return (self.paths[frames] if frames >= 0 else None, int(self.frames_row[i]),
-                self.paths[int(self.mask_path[i])], int(self.mask_row[i]),
-                self.thumb_sizes.get(int(self.video_id[i]), (THUMB.width(), THUMB.height())))
-
-
-def thumb_size(width: int, height: int, box: QSize = THUMB) -> tuple[int, int]:
-    """The source's aspect ratio fitted into the thumbnail box."""
-    if width <= 0 or height <= 0:
-        return box.width(), box.height()
-    scale = min(box.width() / width, box.height() / height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def load_table(root: Path, producer_id: int, cancel: CancelToken | None = None) -> AuditTable:
-    """Read a producer's mask records with their own read-only Project (any thread).
-
-    A mask's row in its shot's mask shard is also its frame's row in the shot's frames shard
-    (both hold the shot's frames in order: `commit_shot_masks`), so frames are not listed.
-    """
-    with Project.open(root) as project:
-        masks = project.masks(producer_id)
-        if cancel:
-            cancel.raise_if_cancelled()
-        decisions = project.decisions(producer_id)
-        shots = {s.id: s for s in project.shots()}
-        videos = project.videos()
-    if cancel:
-        cancel.raise_if_cancelled()
-    n = len(masks)
-    paths: dict[str, int] = {}
-
-    def path_index(stored: str | None) -> int:
-        if not stored:
-            return -1
-        if stored not in paths:
-            paths[stored] = len(paths)
-        return paths[stored]
-
-    code = {"approve": APPROVE, "reject": REJECT}
-    decided = {f: code[d["decision"]] for (f, _), d in decisions.items() if d["decision"] in code}
-    scores = np.fromiter((m.score for m in masks), np.float64, n)
-    frame_id = np.fromiter((m.frame_id for m in masks), np.int64, n)
-    shot_id = np.fromiter((m.shot_id for m in masks), np.int64, n)
-    row = np.fromiter((m.row for m in masks), np.int32, n)
-    # Per shot: where its frames are and where it starts, looked up for every mask at once.
-    shot_ids = np.array(sorted(shots), np.int64)
-    shot_frames = np.array([path_index(shots[s].frames_shard) for s in shot_ids], np.int32)
-    shot_start = np.array([shots[s].start for s in shot_ids], np.int32)
-    at = np.searchsorted(shot_ids, shot_id) if len(shot_ids) else np.zeros(n, np.int64)
-    order = rank_best_first(scores)
-    return AuditTable(
-        producer_id=producer_id,
-        frame_id=frame_id[order],
-        score=scores[order],
-        video_id=np.fromiter((m.video_id for m in masks), np.int64, n)[order],
-        frame_idx=(shot_start[at] + row)[order] if n else np.empty(0, np.int32),
-        decision=np.fromiter((decided.get(f, NONE) for f in frame_id.tolist()), np.int8, n)[order],
-        mask_path=np.fromiter((path_index(m.shard) for m in masks), np.int32, n)[order],
-        mask_row=row[order],
-        frames_path=shot_frames[at][order] if n else np.empty(0, np.int32),
-        frames_row=row[order],
-        shot_id=shot_id[order],
-        paths=[str((Path(root) / p).resolve()) for p in paths],
-        thumb_sizes={v.id: thumb_size(v.width, v.height) for v in videos},
-        video_names={v.id: v.name for v in videos})
-
-
-def render_thumbnail(payload: tuple) -> np.ndarray:
-    """The loader thread's work: a small frame with the soft mask on top (RGB uint8)."""
-    frames_path, frames_row, mask_path, mask_row, (w, h) = payload
-    soft = read_shard(Path(mask_path), "masks", mask_row).astype(np.float32) / 255.0
-    if frames_path is None:  # no stored frames: the mask alone, in grey
-        return cv2.resize((soft * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_AREA)
-    frame = read_shard(Path(frames_path), "frames", frames_row)
-    return overlay(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), soft)
-
-
-def _events(work, key: str):
-    """A run_light generator that never raises: errors come back in the result's metrics."""
-    def make(cancel: CancelToken) -> Iterator[Progress]:
-        yield Progress(0, 1, "reading", stage="audit")
-        try:
-            value = work(cancel)
-        except Cancelled:
-            raise
-        except UsslError as exc:
-            yield Progress(1, 1, "failed", {"error": str(exc)}, stage="audit")
-            return
-        except Exception as exc:  # a bug: one line in the panel, not a dead panel
-            yield Progress(1, 1, "failed", {"error": f"{type(exc).__name__}: {exc}"}, stage="audit")
-            return
-        yield Progress(1, 1, "done", {key: value}, stage="audit")
-    return make
-
-
-# ============================================================================ model
-class AuditModel(QAbstractListModel):
-    """The grid's rows: the table's positions that pass the filters, in score order."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.table: AuditTable | None = None
-        self.view = np.empty(0, np.int64)
-        self.kept = 0   # table positions below this are kept by the cut-off
-
-    # -- contents
-    def set_table(self, table: AuditTable | None, reset: bool = True) -> None:
-        """A new table; reset=False when `apply_filter` (which resets) follows at once."""
-        if reset:
-            self.beginResetModel()
-        self.table = table
-        self.view = np.arange(len(table), dtype=np.int64) if table is not None else np.empty(0, np.int64)
-        if reset:
-            self.endResetModel()
-
-    def apply_filter(self, video_id: int | None, low: float, high: float, decision: str) -> None:
-        self.beginResetModel()
-        t = self.table
-        if t is None:
-            self.view = np.empty(0, np.int64)
-        else:
-            keep = (t.score >= low - 1e-9) & (t.score <= high + 1e-9)
-            if video_id is not None:
-                keep &= t.video_id == video_id
-            if decision == "Approved":
-                keep &= t.decision == APPROVE
-            elif decision == "Rejected":
-                keep &= t.decision == REJECT
-            elif decision == "Undecided":
-                keep &= t.decision == NONE
-            self.view = np.flatnonzero(keep)
-        self.endResetModel()
-
-    def set_kept(self, kept: int) -> bool:
-        """Move the cut-off; True when it moved. No dataChanged over every row (with 100,000
-        rows the view walks them all, ~80 ms): the caller repaints the visible cells."""
-        if kept == self.kept:
-            return False
-        self.kept = kept
-        return True
-
-    def rows_of(self, positions: np.ndarray) -> np.ndarray:
-        """Grid rows of table positions (those that pass the filters)."""
-        positions = np.asarray(positions, np.int64)
-        rows = np.searchsorted(self.view, positions)
-        ok = rows < len(self.view)
-        ok[ok] = self.view[rows[ok]] == positions[ok]
-        return rows[ok]
-
-    def set_codes(self, positions: np.ndarray, codes: np.ndarray) -> None:
-        """Show new decisions at once (the store has them already)."""
-        if self.table is None:
-            return
-        self.table.decision[positions] = codes
-        for row in self.rows_of(positions):
-            index = self.index(int(row))
-            self.dataChanged.emit(index, index, [BadgeRole, DimRole, CellRole])
-
-    def position(self, row: int) -> int:
-        return int(self.view[row])
-
-    def is_kept(self, i: int) -> bool:
-        code = self.table.decision[i]
-        return code == APPROVE or (code != REJECT and i < self.kept)
-
-    # -- Qt interface
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 (Qt naming)
-        return 0 if parent.isValid() else len(self.view)
-
-    def data(self, index, role=Qt.DisplayRole):
-        if not index.isValid() or self.table is None:
-            return None
-        t = self.table
-        i = int(self.view[index.row()])
-        if role == CellRole:
-            code = int(t.decision[i])
-            return ((t.producer_id, int(t.frame_id[i])), f"{t.score[i]:.3f}", NAMES.get(code, ""),
-                    not (code == APPROVE or (code != REJECT and i < self.kept)))
-        if role == Qt.DisplayRole:
-            return f"{t.score[i]:.3f}"
-        if role == KeyRole:
-            return (t.producer_id, int(t.frame_id[i]))
-        if role == BadgeRole:
-            return NAMES.get(int(t.decision[i]), "")   # never None (see widgets.thumbnails)
-        if role == DimRole:
-            return not self.is_kept(i)
-        if role == PayloadRole:
-            return t.payload(i)
-        if role == RecordRole:
-            return AuditRecord(int(t.frame_id[i]), t.producer_id, float(t.score[i]),
-                               int(t.video_id[i]), NAMES.get(int(t.decision[i])))
-        if role == Qt.ToolTipRole:
-            decision = NAMES.get(int(t.decision[i]), "undecided")
-            return (f"{t.video_names.get(int(t.video_id[i]), '?')}, frame {int(t.frame_idx[i])}\n"
-                    f"score {t.score[i]:.4f} · rank {i + 1:,} of {len(t):,} · {decision}")
-        return None
-
-
-# ============================================================================ undo
-class DecisionCommand(QUndoCommand):
-    """One decision on one or more masks; redo sets it, undo restores what each had."""
-
-    def __init__(self, panel: "AuditPanel", producer_id: int, frame_ids: list[int],
-                 previous: list[str], decision: str) -> None:
-        n = len(frame_ids)
-        verb = {"approve": "approve", "reject": "reject", "clear": "clear"}[decision]
-        super().__init__(f"{verb} {n} mask{'s' if n != 1 else ''}")
-        self.panel = panel
-        self.producer_id = producer_id
-        self.frame_ids = frame_ids
-        self.previous = previous
-        self.decision = decision
-        self._done = True   # the panel wrote it before pushing; the push's redo is a no-op
-
-    def redo(self) -> None:
-        if self._done:
-            self._done = False
-            return
-        self.panel.write_decisions(self.producer_id, self.frame_ids,
-                                   [self.decision] * len(self.frame_ids), from_history=True)
-
-    def undo(self) -> None:
-        self.panel.write_decisions(self.producer_id, self.frame_ids, self.previous,
-                                   from_history=True)
-
-
-# ============================================================================ plot
-class CutoffPlot(PlotCanvas):
-    """The purity curve with the selection cut-off as a vertical line the mouse can drag.
-
-    The line and its shaded span are animated artists: moving them restores the saved
-    background and blits (a few ms), at most once per timer tick; the whole figure is drawn
-    again (draw_idle) only when the curve changes or the canvas is resized.
-    """
-
-    cutoff_dragged = Signal(float)   # percent kept
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent, width=3.6, height=2.6)
-        self.curve: PurityCurve | None = None
-        self.message = ""
-        self._line = None
-        self._span = None
-        self._background = None
-        self._dragging = False
-        self.cutoff = 10.0
-        self.full_draws = 0
-        self.blits = 0
-        self._blit_timer = QTimer(self)
-        self._blit_timer.setSingleShot(True)
-        self._blit_timer.setInterval(10)
-        self._blit_timer.timeout.connect(self._blit)
-        self.mpl_connect("draw_event", self._drawn)
-        self.mpl_connect("button_press_event", self._press)
-        self.mpl_connect("motion_notify_event", self._motion)
-        self.mpl_connect("button_release_event", self._release)
-        self.set_curve(None)
-
-    def set_curve(self, curve: PurityCurve | None, message: str = "") -> None:
-        self.curve = curve
-        self.message = message
-        ax = self.axes
-        ax.clear()
-        self.style_axes()
-        ax.set_xlim(0, 100)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("percent kept (best scores first)")
-        ax.set_ylabel("purity")
-        if curve is not None and curve.source == "ground_truth":
-            ax.plot(curve.percent, _nan(curve.mean_iou), color="#3b6ea8", lw=1.4, label="mean IoU")
-            ax.plot(curve.percent, _nan(curve.corloc), color="#d08c2f", lw=1.4, label="CorLoc")
-            ax.legend(loc="lower left", frameon=False, fontsize=7)
-        elif curve is not None and curve.approved_share is not None:
-            ax.plot(curve.percent, _nan(curve.approved_share), color="#2e9d57", lw=1.4,
-                    label="approved share of audited")
-            ax.legend(loc="lower left", frameon=False, fontsize=7)
-        if message:
-            ax.text(50, 0.5, message, ha="center", va="center", color="#8a8f94", fontsize=8,
-                    wrap=True)
-        self._span = ax.axvspan(0, self.cutoff, color="#c0392b", alpha=0.05, lw=0, animated=True)
-        self._line = ax.axvline(self.cutoff, color="#c0392b", lw=1.3, alpha=0.9, animated=True)
-        self._background = None
-        self.redraw()
-
-    def set_cutoff(self, percent: float) -> None:
-        cutoff = float(min(max(percent, 0.0), 100.0))
-        if self._line is None or cutoff == self.line_x:
-            self.cutoff = cutoff
-            return
-        self.cutoff = cutoff
-        self._line.set_xdata([cutoff, cutoff])
-        self._span.set_width(cutoff)
-        if self._background is None:
-            self.redraw()
-        elif not self._blit_timer.isActive():
-            self._blit_timer.start()
-
-    def _drawn(self, event) -> None:
-        """After a full draw: keep the background, draw the line on top."""
-        self.full_draws += 1
-        self._background = self.copy_from_bbox(self.figure.bbox)
-        self.figure.draw_artist(self._span)
-        self.figure.draw_artist(self._line)
-
-    def _blit(self) -> None:
-        if self._background is None:
-            self.redraw()
-            return
-        self.restore_region(self._background)
-        self.figure.draw_artist(self._span)
-        self.figure.draw_artist(self._line)
-        self.blit(self.figure.bbox)
-        self.blits += 1
-
-    @property
-    def line_x(self) -> float:
-        return float(self._line.get_xdata()[0])
-
-    def _percent_at(self, event) -> float | None:
-        if event.inaxes is not self.axes or event.xdata is None:
-            return None
-        return float(min(max(event.xdata, 0.1), 100.0))
-
-    def _press(self, event) -> None:
-        if event.button == 1 and self.isEnabled():
-            percent = self._percent_at(event)
-            if percent is not None:
-                self._dragging = True
-                self.cutoff_dragged.emit(percent)
-
-    def _motion(self, event) -> None:
-        if self._dragging:
-            percent = self._percent_at(event)
-            if percent is not None:
-                self.cutoff_dragged.emit(percent)
-        else:
-            near = (event.inaxes is self.axes and event.xdata is not None
-                    and abs(event.xdata - self.cutoff) < 1.5)
-            self.setCursor(Qt.SizeHorCursor if near else Qt.ArrowCursor)
-
-    def _release(self, event) -> None:
-        self._dragging = False
-
-
-def _nan(values) -> list[float]:
-    return [math.nan if v is None else v for v in values]
-
-
-# ============================================================================ large view
-class MaskDialog(QDialog):
-    """Space on the grid: the mask large (frame | mask | overlay, ground truth outlined)."""
-
-    def __init__(self, panel: "AuditPanel") -> None:
-        super().__init__(panel)
-        self.panel = panel
-        self.setWindowTitle("Mask")
-        self.resize(1000, 420)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
-        try:
-            from app.widgets.mask_view import MaskView
-
-            self.view = MaskView(self)
-            self.view.set_mode("side_by_side")
-            self.view.set_placeholder("Loading…")
-            self.label = None
-        except ImportError:  # pragma: no cover - the shared view is part of the app
-            self.view = None
-            self.label = QLabel("Loading…")
-            self.label.setAlignment(Qt.AlignCenter)
-            self.label.setMinimumSize(600, 300)
-        layout.addWidget(self.view or self.label, 1)
-        self.info = QLabel("")
-        self.info.setStyleSheet(MUTED)
-        layout.addWidget(self.info)
-        hint = QLabel("A approve · R reject · U clear · ←/→ previous/next · Space or Esc close")
-        hint.setStyleSheet(MUTED)
-        layout.addWidget(hint)
-        self.record: AuditRecord | None = None
-        self._token = 0
-
-    def show_record(self, record: AuditRecord, payload: tuple, shot_id: int, text: str) -> None:
-        self._token += 1
-        token = self._token
-        same = self.record is not None and self.record.frame_id == record.frame_id
-        self.record = record
-        self.info.setText(text)
-        root = self.panel.context.root
-
-        def work(cancel):
-            frames_path, frames_row, mask_path, mask_row, (tw, th) = payload
-            soft = read_shard(Path(mask_path), "masks", mask_row).astype(np.float32) / 255.0
-            frame = (read_shard(Path(frames_path), "frames", frames_row) if frames_path
-                     else np.zeros(soft.shape + (3,), np.uint8))
-            # Working frames are stored at a fixed size: show them in the source's aspect.
-            h = max(frame.shape[0], 240)
-            size = (max(1, round(h * tw / th)), h)
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
-            soft = cv2.resize(soft, size, interpolation=cv2.INTER_LINEAR)
-            gt = None
-            with Project.open(root) as project:
-                for f in project.frames(shot_id=shot_id):
-                    if f.id == record.frame_id and f.gt_path:
-                        gt = read_ground_truth(project.abspath(f.gt_path))
-            return frame, soft, gt
-
-        if same:
-            return   # only the decision changed: the images are already there
-        # The previous images stay until the new ones are read (no flicker). Arrow keys can outrun the reads: only the latest one is shown.
-        self.panel.context.run_light(
-            _events(work, "images"),
-            lambda event: _alive(self) and token == self._token and self._loaded(event))
-
-    def _loaded(self, event) -> None:
-        if "error" in event.metrics:
-            if self.view is not None:
-                self.view.set_placeholder(event.metrics["error"])
-            else:
-                self.label.setText(event.metrics["error"])
-            return
-        frame, soft, gt = event.metrics["images"]
-        if self.view is not None:
-            self.view.set_frame(frame)
-            self.view.set_mask(soft)
-            self.view.set_ground_truth(gt)
-        else:
-            from app.widgets.thumbnails import qimage_from_rgb
-            from PySide6.QtGui import QPixmap
-
-            big = overlay(frame, soft)
-            self.label.setPixmap(QPixmap.fromImage(qimage_from_rgb(big)).scaled(
-                self.label.size(), Qt.KeepAspectRatio, Qt.SmoothTransformation))
-
-    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        key = event.key()
-        if key in ThumbnailGrid.KEYS and event.modifiers() in (Qt.NoModifier, Qt.ShiftModifier):
-            self.panel.step(0)   # the mask shown here only, not the grid's whole selection
-            self.panel.decide(ThumbnailGrid.KEYS[key])
-            self.panel.open_large_view()   # the next mask, or this one with its new decision
-            return
-        if key in (Qt.Key_Left, Qt.Key_Right):
-            self.panel.step(-1 if key == Qt.Key_Left else 1)
-            self.panel.open_large_view()
-            return
-        if key == Qt.Key_Space:
-            self.close()
-            return
-        super().keyPressEvent(event)
 
 
 # ============================================================================ panel
@@ -877,8 +360,8 @@ class AuditPanel(QWidget):
         current = self.current_record()
         root = self.context.root
         self.context.run_light(
-            _events(lambda cancel: load_table(root, producer_id, cancel), "table"),
-            lambda event: _alive(self) and self._table_ready(token, event,
+            never_raising(lambda cancel: load_table(root, producer_id, cancel), "table", "audit"),
+            lambda event: is_alive(self) and self._table_ready(token, event,
                                                              current if keep_position else None))
 
     def _table_ready(self, token: int, event, current: AuditRecord | None) -> None:
@@ -932,8 +415,8 @@ class AuditPanel(QWidget):
             with Project.open(root) as project:
                 return purity_curve(project, producer_id)
 
-        self.context.run_light(_events(work, "curve"),
-                               lambda event: _alive(self) and self._curve_ready(token, event))
+        self.context.run_light(never_raising(work, "curve", "audit"),
+                               lambda event: is_alive(self) and self._curve_ready(token, event))
 
     def refresh_decisions_curve(self) -> None:
         """After decisions, when purity comes from them: the curve from the decisions the grid
@@ -949,13 +432,13 @@ class AuditPanel(QWidget):
         producer_id = table.producer_id
 
         def work(cancel):
-            masks = [_Scored(f, producer_id, s) for f, s in zip(frame_ids.tolist(), scores.tolist())]
+            masks = [ScoredMask(f, producer_id, s) for f, s in zip(frame_ids.tolist(), scores.tolist())]
             decided = {(int(f), producer_id): {"decision": NAMES[int(c)]}
                        for f, c in zip(frame_ids[codes != NONE], codes[codes != NONE])}
             return decisions_curve(masks, decided)
 
-        self.context.run_light(_events(work, "curve"),
-                               lambda event: _alive(self) and self._curve_ready(token, event))
+        self.context.run_light(never_raising(work, "curve", "audit"),
+                               lambda event: is_alive(self) and self._curve_ready(token, event))
 
     def _curve_ready(self, token: int, event) -> None:
         if token != self._curve_token:
@@ -1124,7 +607,7 @@ class AuditPanel(QWidget):
         self._update_enabled()
 
     def _update_enabled(self) -> None:
-        if not (_alive(self) and _alive(self.undo_stack)):
+        if not (is_alive(self) and is_alive(self.undo_stack)):
             return   # the panel is being torn down
         busy = self.context.busy
         has_table = self.model.table is not None and len(self.model.table) > 0
@@ -1327,11 +810,6 @@ def _threshold_keeping(scores: np.ndarray, k: int) -> float:
     if k >= len(scores):
         return float(scores[-1]) - 1e-3
     return float(scores[k])
-
-
-def _alive(widget: QWidget) -> bool:
-    """False once the C++ side of a widget is gone (a result arriving after the panel closed)."""
-    return shiboken6.isValid(widget)
 
 
 def _past(decision: str) -> str:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import shiboken6
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QGridLayout, QHBoxLayout,
@@ -35,14 +34,14 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QGridLayou
 
 from app.widgets.thumbnails import (CellRole, PayloadRole, ThumbnailCache, ThumbnailDelegate,
                                     ThumbnailLoader, qimage_from_rgb)
+from app.workers import is_alive, never_raising
 from ussl_core.browse import (DISAGREEMENT, FRAME_ORDER, IOU_GAIN, MULTI_IOU, SELECT_SCORE,
-                              TEACHER_SCORE, BrowseFrame, FrameResult, GenerationInfo,
-                              SourceCache, StudentPredictor, compute_batch, fmt, generation_info,
-                              key_value, list_frames, model_generations, read_gt, read_images,
+                              TEACHER_SCORE, BrowseFrame, FrameResult, GenerationInfo, SourceCache,
+                              StudentPredictor, compute_batch, fmt, generation_info, key_value,
+                              list_frames, model_generations, read_gt, read_images,
                               read_teacher_mask, sort_keys, sort_order, teacher_producers)
 from ussl_core.ensemble import multi_net
-from ussl_core.errors import UsslError
-from ussl_core.progress import Cancelled, CancelToken, Progress
+from ussl_core.progress import Progress
 from ussl_core.store import Project
 
 THUMB = QSize(112, 84)
@@ -95,26 +94,8 @@ def read_state(root: Path, teacher: str | None) -> BrowseState:
                        chosen.id if chosen else None, signature, frames, videos, generations)
 
 
-def _events(work: Callable[[CancelToken], object], key: str):
-    """A run_light generator that never raises: errors come back in the result's metrics."""
-    def make(cancel: CancelToken) -> Iterator[Progress]:
-        yield Progress(0, 1, "reading", stage="browse")
-        try:
-            value = work(cancel)
-        except Cancelled:
-            raise
-        except UsslError as exc:
-            yield Progress(1, 1, "failed", {"error": str(exc)}, stage="browse")
-            return
-        except Exception as exc:  # a bug: one line in the panel, not a dead panel
-            yield Progress(1, 1, "failed", {"error": f"{type(exc).__name__}: {exc}"}, stage="browse")
-            return
-        yield Progress(1, 1, "done", {key: value}, stage="browse")
-    return make
 
 
-def _alive(widget: QWidget) -> bool:
-    return shiboken6.isValid(widget)
 
 
 def fit_size(width: int, height: int, box: QSize = THUMB) -> tuple[int, int]:
@@ -459,8 +440,8 @@ class RowDialog(QDialog):
                 students, scores = masks[0], rated[0]
             return image, teacher, gt, students, scores, display
 
-        self.panel.context.run_light(_events(work, "images"),
-                                     lambda event: _alive(self) and self._loaded(event))
+        self.panel.context.run_light(never_raising(work, "images", "browse"),
+                                     lambda event: is_alive(self) and self._loaded(event))
 
     def _loaded(self, event: Progress) -> None:
         if "error" in event.metrics:
@@ -766,8 +747,8 @@ class BrowserPanel(QWidget):
             return
         self._state_loading, self._state_dirty = True, False
         root, teacher, token = self.context.root, self.teacher_combo.currentData(), self._token
-        self.context.run_light(_events(lambda cancel: read_state(root, teacher), "state"),
-                               lambda event: _alive(self) and self._state_read(token, event))
+        self.context.run_light(never_raising(lambda cancel: read_state(root, teacher), "state", "browse"),
+                               lambda event: is_alive(self) and self._state_read(token, event))
 
     def _state_read(self, token: int, event: Progress) -> None:
         self._state_loading = False
@@ -966,8 +947,8 @@ class BrowserPanel(QWidget):
         key, predictor, size, sources = (self._cache_key(), self.predictor(),
                                          self.state.working_size, self._sources)
         self.context.run_light(
-            _events(lambda cancel: compute_batch(batch, size, predictor, sources), "batch"),
-            lambda event: _alive(self) and self._batch_done(key, batch, event))
+            never_raising(lambda cancel: compute_batch(batch, size, predictor, sources), "batch", "browse"),
+            lambda event: is_alive(self) and self._batch_done(key, batch, event))
 
     def _batch_done(self, key: tuple, batch: list[BrowseFrame], event: Progress) -> None:
         self._computing = False

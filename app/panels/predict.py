@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +30,13 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
 
 from app.widgets.mask_view import mask_images
 from app.widgets.thumbnails import qimage_from_rgb
+from app.workers import never_raising
 from ussl_core.ensemble import ensemble_mask, resize_mask
 from ussl_core.errors import MediaError, UsslError
 from ussl_core.export import soft_to_uint8, write_png
 from ussl_core.media import is_image_file, list_image_files, read_image, resize_rgb
 from ussl_core.postprocess import BoxSettings, boxes_from_mask, cutout_rgba, grabcut_refine
-from ussl_core.progress import Cancelled, CancelToken, Progress
+from ussl_core.progress import CancelToken, Progress
 
 METHOD_LABELS = {"multi": "Multi-Net", "multiselect": "MultiSelect-Net"}
 THUMB = QSize(96, 72)
@@ -209,21 +209,6 @@ def models_fingerprint(root: Path) -> tuple:
     return (str(root), tuple(stats))
 
 
-def _safely(work, stage: str):
-    """A run_light generator of one event that never raises (but can be cancelled)."""
-    def make(cancel: CancelToken) -> Iterator[Progress]:
-        try:
-            value = work(cancel)
-        except Cancelled:
-            raise
-        except UsslError as exc:
-            yield Progress(1, 1, "failed", {"error": str(exc)}, stage=stage)
-            return
-        except Exception as exc:  # a bug: one line in the panel, not a dead panel
-            yield Progress(1, 1, "failed", {"error": f"{type(exc).__name__}: {exc}"}, stage=stage)
-            return
-        yield Progress(1, 1, "done", {"value": value}, stage=stage)
-    return make
 
 
 # ============================================================================ widgets
@@ -589,7 +574,7 @@ class PredictPanel(QWidget):
                     return {**out, "missing": str(exc)}
                 raise
 
-        self._loader = self.context.run_light(_safely(work, "models"), self._models_done)
+        self._loader = self.context.run_light(never_raising(work, stage="models"), self._models_done)
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         super().showEvent(event)
@@ -828,7 +813,7 @@ class PredictPanel(QWidget):
                 out["error"] = f"{path}: {type(exc).__name__}: {exc}"
             return out
 
-        self._task = self.context.run_light(_safely(work, "predict"), self._task_done)
+        self._task = self.context.run_light(never_raising(work, stage="predict"), self._task_done)
 
     def _task_done(self, event: Progress | None) -> None:
         self._task = None
@@ -1009,7 +994,7 @@ class PredictPanel(QWidget):
         waiting = len(paths) - len(ready)
         self._export_note = f"; {waiting} not segmented yet were left out" if waiting else ""
         self.progress_label.setText(f"Exporting {len(ready)} image{'s' if len(ready) != 1 else ''}\u2026")
-        self._exporting = self.context.run_light(_safely(job.run, "export"), self._export_done)
+        self._exporting = self.context.run_light(never_raising(job.run, stage="export"), self._export_done)
         self._update_actions()
         return self._exporting
 

@@ -98,9 +98,10 @@ def test_the_whole_flow(qtbot, tmp_path, monkeypatch):
     predict = panels["Predict"]
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), cv2.cvtColor(frames[5], cv2.COLOR_RGB2BGR))
-    qtbot.waitUntil(lambda: predict.models_state == "ready", timeout=60_000)
+    assert predict.segmenter is None      # models load when the panel is needed, not before
     with qtbot.waitSignal(predict.image_done, timeout=60_000):
         assert send_drop(window, [image]) == (True, True)
+    assert predict.models_state == "ready"
     assert window.tabs.currentWidget() is predict
     assert image in predict.results and image not in predict.errors
     with qtbot.waitSignal(predict.exported, timeout=30_000) as exported:

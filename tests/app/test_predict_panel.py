@@ -12,13 +12,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
-from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 from app.context import ProjectContext  # noqa: E402
 from app.panels.predict import (NO_MODELS, NO_PROJECT, READY, PredictPanel,  # noqa: E402
                                 export_stems, expand_paths)
+from tests.app.test_videos_panel import send_drop  # noqa: E402
 from tests.tiny_models import STUDENT_CONSTANT, save_tiny_models  # noqa: E402
 from ussl_core.export import soft_to_uint8  # noqa: E402
 from ussl_core.media import read_image  # noqa: E402
@@ -27,20 +26,6 @@ from ussl_core.store import Project  # noqa: E402
 
 WAIT = 60_000          # ms: loading TensorFlow and the models on a busy 2-core machine
 UNET, LOWRES = "g1_basic_unet_tiny", "g1_lowres_tiny"
-
-
-def send_drop(widget, paths) -> tuple[bool, bool]:
-    """Drag local files onto `widget` and drop them: (enter accepted, drop accepted)."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(widget.width() / 2, widget.height() / 2)
-    enter = QDragEnterEvent(pos.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(widget, enter)
-    if not enter.isAccepted():
-        return False, False
-    drop = QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(widget, drop)
-    return True, drop.isAccepted()
 
 
 def write_image(path, width, height, seed=0):

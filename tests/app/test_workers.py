@@ -5,7 +5,6 @@ import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import pytest  # noqa: E402
 
 from app.workers import GeneratorWorker, JobWorker  # noqa: E402
 from ussl_core.errors import UsslError  # noqa: E402
@@ -87,3 +86,31 @@ def test_job_worker_cancel_stops_the_child(qtbot, tmp_path, sample_davis):
         worker.start()
     worker.wait()
     assert worker.process.returncode != 0
+
+
+def test_never_raising_turns_failures_into_one_line():
+    from app.workers import never_raising
+    from ussl_core.progress import CancelToken, Cancelled
+
+    def ok(cancel):
+        return 42
+
+    def bad_input(cancel):
+        raise UsslError("/x/clip.avi: not a video")
+
+    def bug(cancel):
+        raise ZeroDivisionError("division by zero")
+
+    def cancelled(cancel):
+        raise Cancelled()
+
+    token = CancelToken()
+    assert [e.metrics for e in never_raising(ok, "answer", "t")(token)] == [{"answer": 42}]
+    assert [e.metrics for e in never_raising(bad_input)(token)] == [{"error": "/x/clip.avi: not a video"}]
+    assert [e.metrics for e in never_raising(bug)(token)] == [{"error": "ZeroDivisionError: division by zero"}]
+    try:
+        list(never_raising(cancelled)(token))
+    except Cancelled:
+        pass
+    else:
+        raise AssertionError("a cancel must still stop the worker")
