@@ -11,6 +11,7 @@ signals: started, progress(Progress), result(object), error(str, str), finished.
 
 from __future__ import annotations
 
+import collections
 import json
 import signal
 import subprocess
@@ -119,6 +120,11 @@ class JobWorker(_Worker):
         self.process = subprocess.Popen(
             job_command(self.spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=child_environment(self.tf_threads))
+        # Read stderr all along (keeping its tail): a child writing more than a pipe holds
+        # (64 KiB of library warnings) would otherwise block forever.
+        tail: collections.deque[str] = collections.deque(maxlen=200)
+        drain = threading.Thread(target=lambda: tail.extend(self.process.stderr), daemon=True)
+        drain.start()
         if self.cancel_token.cancelled:  # cancelled before the child existed
             self._stop_child()
         outcome = None
@@ -137,7 +143,8 @@ class JobWorker(_Worker):
             else:
                 outcome = message
         self.process.wait()
-        self.stderr_tail = (self.process.stderr.read() if self.process.stderr else "")[-4000:]
+        drain.join(timeout=5)
+        self.stderr_tail = "".join(tail)[-4000:]
         if self.cancel_token.cancelled or (outcome is not None and "cancelled" in outcome):
             self.cancelled.emit()
         elif outcome is None:

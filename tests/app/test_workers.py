@@ -114,3 +114,21 @@ def test_never_raising_turns_failures_into_one_line():
         pass
     else:
         raise AssertionError("a cancel must still stop the worker")
+
+
+def test_a_child_that_writes_much_to_stderr_does_not_block(qtbot, monkeypatch):
+    import sys
+
+    import app.workers as workers
+
+    script = ("import sys, json\n"
+              "for _ in range(300): sys.stderr.write('warning ' + 'x' * 1000 + '\\n')\n"
+              "sys.stderr.write('the last line\\n')\n"
+              "print(json.dumps({'result': 'done'}), flush=True)\n")
+    monkeypatch.setattr(workers, "job_command", lambda spec: [sys.executable, "-c", script])
+    worker = JobWorker({"kind": "noisy", "project": "/nowhere"})
+    with qtbot.waitSignal(worker.result, timeout=30_000) as result:
+        worker.start()
+    worker.wait(5000)
+    assert result.args == ["done"]
+    assert worker.stderr_tail.endswith("the last line\n") and len(worker.stderr_tail) == 4000
