@@ -76,13 +76,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--evalseg-epochs", type=int, default=10)
     parser.add_argument("--max-eval-frames", type=int, default=400)
+    parser.add_argument("--evalseg-learning-rate", type=float, default=1e-4,
+                        help="at 1e-3 EvalSeg-Net's sigmoid saturated in the first epoch once "
+                             "(every score 1.0, loss flat)")
+    parser.add_argument("--g2-top-percent", type=float, default=None,
+                        help="keep this top percent of the candidates instead of EvalSeg > 0.8")
     parser.add_argument("--top-percent", type=float, default=10.0)
     parser.add_argument("--per-video", action="store_true",
                         help="keep the top percent of each video rather than of all masks")
     args = parser.parse_args()
     archs = args.archs.split(",")
     settings = TrainingSettings(epochs=args.epochs, batch_size=8)
-    evalseg_settings = TrainingSettings(epochs=args.evalseg_epochs, batch_size=32)
+    evalseg_settings = TrainingSettings(epochs=args.evalseg_epochs, batch_size=32,
+                                        learning_rate=args.evalseg_learning_rate)
+    g2_selection = (GenerationSettings(top_percent=args.g2_top_percent) if args.g2_top_percent
+                    else GenerationSettings(threshold=0.8))
     root = Path(args.out) / "project"
     started = time.perf_counter()
     project = Project.open(root, write=True) if (root / "project.sqlite").exists() else Project.create(root)
@@ -94,7 +102,7 @@ def main() -> None:
             select(project, project.producer("videopca@g1").id,
                    SelectionSettings(top_percent=args.top_percent, per_video=args.per_video))
         train_generation(project, archs, settings, evalseg_settings)
-        run(next_generation(project, davis_sources(args.add), GenerationSettings(threshold=0.8)),
+        run(next_generation(project, davis_sources(args.add), g2_selection),
             "next generation")
     # The teacher's own masks on the added videos, only to score it there.
     run(run_teacher(project), "teacher on the added videos (for scoring only)")
@@ -111,6 +119,9 @@ def main() -> None:
         "archs": archs, "epochs": {"g1": args.epochs, "g2": epochs2},
         "evalseg_epochs": args.evalseg_epochs,
         "generation1_selection": {"top_percent": args.top_percent, "per_video": args.per_video},
+        "generation2_rule": (f"top {args.g2_top_percent} % by EvalSeg-Net" if args.g2_top_percent
+                             else "EvalSeg-Net > 0.8"),
+        "evalseg_learning_rate": args.evalseg_learning_rate,
         "generation2_selection": selection["n_selected"] if selection else None,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }

@@ -102,10 +102,13 @@ def train_evalseg(project: Project, preset: str = "compact",
     name = default_model_name("evalseg", preset, generation)
     paths = model_paths(project, name)
     model, state = build_or_resume(paths, resume, lambda: build_model("evalseg", preset), settings)
+    # A fixed batch to watch for collapse: a saturated sigmoid scores every candidate the same.
+    watch = np.flatnonzero(~is_val)[:64]
+    probe = ((images[watch], candidates[watch]), targets[watch])
     started = time.perf_counter()
     yield from fit_with_events(model, dataset(~is_val, True), dataset(is_val, False) if is_val.any() else None,
                                math.ceil(int((~is_val).sum()) / settings.batch_size), settings, paths,
-                               state, name, None, cancel)
+                               state, name, probe, cancel)
     card = _card("evalseg", preset, generation, name, model, settings, state,
                  time.perf_counter() - started)
     card["training_data"] = {"students": data.students, "pairs": int(len(targets)),

@@ -220,3 +220,33 @@ def test_train_after_next_generation_is_generation_2(gen1: Path, gen2: dict) -> 
     assert (gen1 / "models" / "g2_lowres_compact.keras").exists()
     # Generation 1's models are still there, untouched.
     assert all((gen1 / "models" / f"{n}.keras").exists() for n in STUDENT_NAMES)
+
+
+def test_a_saturated_evalseg_net_raises_the_collapse_event(gen1: Path, tmp_path: Path, monkeypatch) -> None:
+    """The failure seen on DAVIS: the sigmoid saturates and every candidate scores 1.0."""
+    import shutil
+
+    import keras
+
+    import ussl_core.models as models
+
+    def saturated(arch, preset="compact", **_):
+        size = models.PRESETS[preset]["evalseg"]["input_size"]
+        image = keras.Input((size, size, 3), name="image")
+        candidate = keras.Input((size, size, 1), name="candidate")
+        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(candidate)
+        quality = keras.layers.Dense(1, activation="sigmoid", name="quality",
+                                     bias_initializer=keras.initializers.Constant(40.0))(pooled)
+        return keras.Model([image, candidate], quality, name="evalseg")
+
+    root = tmp_path / "project"
+    shutil.copytree(gen1, root)
+    monkeypatch.setattr(models, "build_model", saturated)
+    with Project.open(root, write=True) as project:
+        events = drain(train_evalseg(project, "compact", TrainingSettings(epochs=3, batch_size=8),
+                                     max_frames=24))
+    collapse = [e for e in events if e.metrics.get("event") == "collapse"]
+    assert len(collapse) == 1 and collapse[0].metrics["epoch"] == 2
+    assert "collapsed" in collapse[0].message
+    card = json.loads((root / "models" / "g1_evalseg_compact.json").read_text())
+    assert card["collapsed_at_epoch"] == 2
