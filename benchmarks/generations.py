@@ -95,7 +95,9 @@ def main() -> None:
     started = time.perf_counter()
     project = Project.open(root, write=True) if (root / "project.sqlite").exists() else Project.create(root)
     run(add_sources(project, davis_sources(args.davis)), "add --davis")
-    val_videos = {v.id for v in project.videos()}
+    # By name, not "what is there now": a resumed run already holds the added videos too.
+    val_names = {spec.name or spec.path.name for spec in davis_sources(args.davis)}
+    val_videos = {v.id for v in project.videos() if v.name in val_names}
     run(run_teacher(project), "teacher")
     if current_generation(project) == 1:
         if project.active_selection() is None:

@@ -91,7 +91,7 @@ def run_phase(app, window, recorder: GapRecorder, phase: str, start) -> dict:
     recorder.start(phase)
     start()
     seconds = wait_for(app, lambda: bool(outcome))
-    recorder.phase = "idle"
+    recorder.start("idle")
     window.context.job_finished.disconnect(finished)
     if outcome[0] != "done":
         raise RuntimeError(f"{phase}: the job ended {outcome[0]}")

@@ -176,7 +176,8 @@ class CutoffPlot(PlotCanvas):
     cutoff_dragged = Signal(float)   # percent kept
 
     def __init__(self, parent=None) -> None:
-        super().__init__(parent, width=3.6, height=2.6)
+        super().__init__(parent, width=3.6, height=2.6,
+                         margins={"left": 0.16, "right": 0.97, "top": 0.95, "bottom": 0.13})
         self.curve: PurityCurve | None = None
         self.message = ""
         self._line = None

@@ -12,6 +12,7 @@ import math
 import time
 from pathlib import Path
 
+from matplotlib import ticker
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QGroupBox, QHBoxLayout,
                                QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter,
@@ -150,6 +151,9 @@ class LossMonitor(PlotCanvas):
                 "val": ax.plot([], [], "--", color=colour, linewidth=1.0)[0],
                 "best": ax.plot([], [], "*", color=colour, markersize=10)[0]}
             ax.set_yscale("log")
+            # Plain tick labels: the default log labels are mathtext, slow to lay out on every draw.
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
             ax.legend(loc="upper right", frameon=False)
             ax.set_title("solid: training, dashed: validation, star: best epoch", loc="left")
         return self._lines[name]

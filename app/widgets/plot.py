@@ -69,5 +69,15 @@ class PlotCanvas(FigureCanvasQTAgg):
         ax.grid(True, color=STYLE["grid.color"], linewidth=STYLE["grid.linewidth"])
 
     def redraw(self) -> None:
-        """Throttled redraw: coalesces many calls into one paint."""
+        """Throttled redraw: coalesces many calls into one paint. A hidden canvas (another tab)
+        only remembers that it is stale: drawing costs tens of ms of the GUI thread."""
+        if not self.isVisible():
+            self._stale = True
+            return
+        self._stale = False
         self.draw_idle()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().showEvent(event)
+        if getattr(self, "_stale", False):
+            self.redraw()
