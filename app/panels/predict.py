@@ -871,6 +871,8 @@ class PredictPanel(QWidget):
                 tile.set_content(None)
                 tile.placeholder = waiting
             self.info_label.setText(path.name if path is not None else "")
+            if path is not None:
+                self._pump()   # another image was chosen: make its views now
         else:
             self.input_tile.set_content(view.image)
             self.mask_tile.set_content(view.mask)

@@ -295,3 +295,15 @@ def test_no_models_says_so_then_loads_them(qtbot, tmp_path, tiny_models):
         assert panel.segmenter is loaded and picture in panel.results
     finally:
         context.shutdown()
+
+
+def test_choosing_a_far_image_in_the_strip_shows_its_views(qtbot, panel, tmp_path):
+    """Views are made for the shown image and its neighbours; one further away is made when
+    it is chosen (it used to wait for some other event)."""
+    paths = [write_image(tmp_path / f"im{i}.png", 48, 40, seed=i) for i in range(5)]
+    panel.add_paths(paths)
+    settle(qtbot, panel)
+    assert panel.rendered(paths[4]) is None          # not a neighbour of the first image
+    panel.strip.setCurrentRow(4)
+    qtbot.waitUntil(lambda: panel.rendered() is not None, timeout=WAIT)
+    assert panel.current_path == paths[4] and panel.input_tile.image is not None
