@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QSize
 
+from app.widgets.thumbnails import fit_size
 from ussl_core.demo import overlay
 from ussl_core.progress import CancelToken
 from ussl_core.purity import rank_best_first
@@ -85,14 +86,6 @@ class AuditTable:
                 self.thumb_sizes.get(int(self.video_id[i]), (THUMB.width(), THUMB.height())))
 
 
-def thumb_size(width: int, height: int, box: QSize = THUMB) -> tuple[int, int]:
-    """The source's aspect ratio fitted into the thumbnail box."""
-    if width <= 0 or height <= 0:
-        return box.width(), box.height()
-    scale = min(box.width() / width, box.height() / height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def load_table(root: Path, producer_id: int, cancel: CancelToken | None = None) -> AuditTable:
     """Read a producer's mask records with their own read-only Project (any thread).
 
@@ -143,7 +136,7 @@ def load_table(root: Path, producer_id: int, cancel: CancelToken | None = None) 
         frames_row=row[order],
         shot_id=shot_id[order],
         paths=[str((Path(root) / p).resolve()) for p in paths],
-        thumb_sizes={v.id: thumb_size(v.width, v.height) for v in videos},
+        thumb_sizes={v.id: fit_size(v.width, v.height, THUMB) for v in videos},
         video_names={v.id: v.name for v in videos})
 
 

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QGridLayou
                                QToolButton, QVBoxLayout, QWidget)
 
 from app.widgets.thumbnails import (CellRole, PayloadRole, ThumbnailCache, ThumbnailDelegate,
-                                    ThumbnailLoader, qimage_from_rgb)
+                                    ThumbnailLoader, fit_size, qimage_from_rgb)
 from app.workers import is_alive, never_raising
 from ussl_core.browse import (DISAGREEMENT, FRAME_ORDER, IOU_GAIN, MULTI_IOU, SELECT_SCORE,
                               TEACHER_SCORE, BrowseFrame, FrameResult, GenerationInfo, SourceCache,
@@ -96,14 +96,6 @@ def read_state(root: Path, teacher: str | None) -> BrowseState:
 
 
 
-
-
-def fit_size(width: int, height: int, box: QSize = THUMB) -> tuple[int, int]:
-    """(width, height) of the source's aspect ratio fitted into a box."""
-    if width <= 0 or height <= 0:
-        return box.width(), box.height()
-    scale = min(box.width() / width, box.height() / height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _grey(soft: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -819,7 +811,7 @@ class BrowserPanel(QWidget):
         if state is None:
             return
         columns = make_columns(info)
-        thumbs = {vid: fit_size(w, h) for vid, _, w, h in state.videos}
+        thumbs = {vid: fit_size(w, h, THUMB) for vid, _, w, h in state.videos}
         keys = self.sort_keys()
         if self._sort[0] not in keys:
             self._sort = (FRAME_ORDER, False)
