@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QP
                                QPushButton, QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
 
 from app.context import ProjectContext
+from app.widgets.drops import dropped_paths
 from app.widgets.job_progress import EtaEstimator, eta_text
 from ussl_core.errors import UsslError
 from ussl_core.store import Project
@@ -242,15 +243,8 @@ class MainWindow(QMainWindow):
         box.open()
 
     # ------------------------------------------------------------------ drops
-    @staticmethod
-    def _dropped_paths(event) -> list[Path]:
-        mime = event.mimeData()
-        if mime is None or not mime.hasUrls():
-            return []
-        return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
-
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        if self.context.project is not None and self._dropped_paths(event):
+        if self.context.project is not None and dropped_paths(event):
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -259,7 +253,7 @@ class MainWindow(QMainWindow):
         """Images go to the Predict panel; videos and folders are added to the project."""
         from ussl_core.media import IMAGE_EXTENSIONS
 
-        paths = self._dropped_paths(event)
+        paths = dropped_paths(event)
         if not paths or self.context.project is None:
             event.ignore()
             return

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QListWidgetItem, QPushButton, QScrollArea, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
 
+from app.widgets.drops import dropped_paths
 from app.widgets.mask_view import mask_images
 from app.widgets.thumbnails import qimage_from_rgb
 from app.workers import never_raising
@@ -704,14 +705,8 @@ class PredictPanel(QWidget):
         self._show_current()
         self._update_actions()
 
-    @staticmethod
-    def _local_paths(mime) -> list[Path]:
-        if mime is None or not mime.hasUrls():
-            return []
-        return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]
-
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        if self._local_paths(event.mimeData()):
+        if dropped_paths(event):
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -720,7 +715,7 @@ class PredictPanel(QWidget):
         self.dragEnterEvent(event)
 
     def dropEvent(self, event) -> None:  # noqa: N802
-        paths = self._local_paths(event.mimeData())
+        paths = dropped_paths(event)
         if not paths:
             event.ignore()
             return

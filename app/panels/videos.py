@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QSpinBox, QSplitter, QStyle, QTableView, QToolButton, QVBoxLayout,
                                QWidget)
 
+from app.widgets.drops import dropped_paths
 from app.widgets.job_progress import EtaEstimator, eta_text, format_duration
 from app.widgets.mask_view import MaskView
 from app.widgets.settings_form import SettingsForm
@@ -860,14 +861,8 @@ class VideosPanel(QWidget):
             self.status_label.setText(message)
         return specs
 
-    @staticmethod
-    def _local_paths(mime) -> list[Path]:
-        if mime is None or not mime.hasUrls():
-            return []
-        return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]
-
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        if self._local_paths(event.mimeData()) and self._can_write():
+        if dropped_paths(event) and self._can_write():
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -876,7 +871,7 @@ class VideosPanel(QWidget):
         self.dragEnterEvent(event)
 
     def dropEvent(self, event) -> None:  # noqa: N802
-        paths = self._local_paths(event.mimeData())
+        paths = dropped_paths(event)
         if not paths or not self._can_write():
             event.ignore()
             return
