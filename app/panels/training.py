@@ -22,6 +22,7 @@ from app.widgets.job_progress import JobProgressView
 from app.widgets.plot import PlotCanvas
 from app.widgets.settings_form import SettingsForm
 from ussl_core.progress import Progress
+from ussl_core.training import trained_cards
 
 # The architectures offered, in the order the paper lists them; EvalSeg-Net trains last.
 MODELS = {"lowres": "LowRes-Net", "fconv": "FConv-Net", "basic_unet": "BasicU-Net",
@@ -33,17 +34,8 @@ BUSY_TIP = "A job is running; this is available again when it ends (or Cancel it
 
 # ----------------------------------------------------------------------------- reading the store
 def read_cards(models: Path) -> list[dict]:
-    """Finished models' cards, newest first (no TensorFlow import: cards are JSON)."""
-    cards = []
-    for path in models.glob("*.json"):
-        if path.name.endswith(".ckpt.json") or not path.with_suffix(".keras").exists():
-            continue
-        try:
-            card = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue   # a card being written: the next refresh reads it
-        cards.append({**card, "_mtime": path.stat().st_mtime})
-    return sorted(cards, key=lambda c: c["_mtime"], reverse=True)
+    """Finished models' cards (ussl_core.training.trained_cards), newest first."""
+    return sorted(trained_cards(models), key=lambda c: c["path"].stat().st_mtime, reverse=True)
 
 
 def interrupted_runs(models: Path) -> list[dict]:
@@ -322,7 +314,7 @@ class TrainingPanel(QWidget):
         if not rows:
             self.card_view.clear()
             return
-        card = {k: v for k, v in self._cards[rows[0].row()].items() if not k.startswith("_")}
+        card = {k: v for k, v in self._cards[rows[0].row()].items() if k != "path"}
         self.card_view.setPlainText(json.dumps(card, indent=2))
         if self._worker is None:   # while training, the monitor stays live
             self.monitor.show_history(card.get("name", "?"), card.get("history") or [])
