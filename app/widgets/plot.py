@@ -46,6 +46,7 @@ class PlotCanvas(FigureCanvasQTAgg):
                 figure.subplots_adjust(**margins)
             self.axes = figure.add_subplot(111)
         super().__init__(figure)
+        self._stale = False   # a redraw was asked for while hidden
         self.setParent(parent)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setMinimumSize(200, 150)
@@ -79,5 +80,5 @@ class PlotCanvas(FigureCanvasQTAgg):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         super().showEvent(event)
-        if getattr(self, "_stale", False):
+        if self._stale:
             self.redraw()
