@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QP
                                QPushButton, QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
 
 from app.context import ProjectContext
+from app.gc_policy import freeze_long_lived
 from app.widgets.drops import dropped_paths
 from app.widgets.job_progress import EtaEstimator, eta_text
 from ussl_core.errors import UsslError
@@ -56,6 +57,7 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         self.tabs.setCurrentIndex(int(self.settings.value("window/panel", 0) or 0))
+        freeze_long_lived()   # see app.gc_policy: full collections would stall the GUI
 
     # ------------------------------------------------------------------ layout
     def _start_page(self) -> QWidget:

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QGridLayou
                                QHeaderView, QLabel, QSizePolicy, QStyledItemDelegate, QTableView,
                                QToolButton, QVBoxLayout, QWidget)
 
+from app.gc_policy import freeze_after_import
 from app.widgets.thumbnails import (CellRole, PayloadRole, ThumbnailCache, ThumbnailDelegate,
                                     ThumbnailLoader, fit_size, qimage_from_rgb)
 from app.workers import is_alive, never_raising
@@ -202,6 +203,14 @@ class BrowserModel(QAbstractTableModel):
         if rows:
             self.dataChanged.emit(self.index(min(rows), 0),
                                   self.index(max(rows), len(self.columns) - 1))
+
+    def row_of(self, frame_id: int | None) -> int | None:
+        """The row showing a frame, None when it is not listed."""
+        if frame_id is None:
+            return None
+        position = next((p for p, f in enumerate(self.frames) if f.frame_id == frame_id), None)
+        rows = np.flatnonzero(self.view == position) if position is not None else ()
+        return int(rows[0]) if len(rows) else None
 
     def frame_at(self, row: int) -> BrowseFrame:
         return self.frames[int(self.view[row])]
@@ -430,6 +439,7 @@ class RowDialog(QDialog):
             if predictor is not None:
                 masks, rated = predictor.predict([image])
                 students, scores = masks[0], rated[0]
+                freeze_after_import("tensorflow")
             return image, teacher, gt, students, scores, display
 
         self.panel.context.run_light(never_raising(work, "images", "browse"),
@@ -815,9 +825,11 @@ class BrowserPanel(QWidget):
         keys = self.sort_keys()
         if self._sort[0] not in keys:
             self._sort = (FRAME_ORDER, False)
+        anchor = self._view_anchor()
         self.model.set_contents(state.frames, self._current_results(), columns,
                                 info.generation if info else None, state.teacher_id, thumbs,
                                 self._ordered_view(state.frames))
+        self._restore_view(anchor)
         cell = self.delegate.cell_size().width()
         for i, column in enumerate(columns):
             self.table.setColumnWidth(i, cell if column.image else 96)
@@ -830,6 +842,30 @@ class BrowserPanel(QWidget):
         self._complete = False
         self._update_progress()
         self._schedule()
+
+    def _view_anchor(self) -> tuple[int | None, int | None, int]:
+        """The current row's frame, the frame at the top of the view and how many pixels of it
+        are scrolled past: what a rebuild (a job wrote the store) must not lose."""
+        if not len(self.model.view):
+            return None, None, 0
+        current = self.table.currentIndex()
+        current_id = self.model.frame_at(current.row()).frame_id if current.isValid() else None
+        top = self.table.rowAt(0)
+        if top < 0:
+            return current_id, None, 0
+        return current_id, self.model.frame_at(top).frame_id, -self.table.rowViewportPosition(top)
+
+    def _restore_view(self, anchor: tuple[int | None, int | None, int]) -> None:
+        current_id, top_id, offset = anchor
+        current_row, top_row = self.model.row_of(current_id), self.model.row_of(top_id)
+        if current_row is not None:
+            selection = self.table.selectionModel()
+            selection.blockSignals(True)
+            self.table.setCurrentIndex(self.model.index(current_row, 0))
+            selection.blockSignals(False)
+        if top_row is not None:
+            row_height = self.table.verticalHeader().defaultSectionSize()
+            self.table.verticalScrollBar().setValue(top_row * row_height + offset)
 
     def _update_hint(self) -> None:
         state, info = self.state, self.generation_info()
@@ -938,9 +974,14 @@ class BrowserPanel(QWidget):
         self._computing = True
         key, predictor, size, sources = (self._cache_key(), self.predictor(),
                                          self.state.working_size, self._sources)
-        self.context.run_light(
-            never_raising(lambda cancel: compute_batch(batch, size, predictor, sources), "batch", "browse"),
-            lambda event: is_alive(self) and self._batch_done(key, batch, event))
+
+        def work(cancel):
+            computed = compute_batch(batch, size, predictor, sources)
+            freeze_after_import("tensorflow")   # the students loaded it: see app.gc_policy
+            return computed
+
+        self.context.run_light(never_raising(work, "batch", "browse"),
+                               lambda event: is_alive(self) and self._batch_done(key, batch, event))
 
     def _batch_done(self, key: tuple, batch: list[BrowseFrame], event: Progress) -> None:
         self._computing = False

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QListWidgetItem, QPushButton, QScrollArea, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
 
+from app.gc_policy import freeze_after_import
 from app.widgets.drops import dropped_paths
 from app.widgets.mask_view import mask_images
 from app.widgets.thumbnails import qimage_from_rgb
@@ -569,7 +570,9 @@ class PredictPanel(QWidget):
             if out["fingerprint"] == known:
                 return {**out, "unchanged": True}
             try:
-                return {**out, "segmenter": Segmenter.from_project(root)}
+                segmenter = Segmenter.from_project(root)
+                freeze_after_import("tensorflow")
+                return {**out, "segmenter": segmenter}
             except UsslError as exc:
                 if "no trained models" in str(exc) or "no student models" in str(exc):
                     return {**out, "missing": str(exc)}

@@ -233,10 +233,12 @@ class VideosModel(QAbstractTableModel):
         header_changed = teacher != self.teacher
         self.teacher = teacher
         if [r.id for r in rows] == [r.id for r in self.rows]:
+            # Only the rows that changed: the view and the sort proxy ask a Python data() for
+            # every role of every signalled cell, once a second while the teacher runs.
+            changed = [i for i, (new, old) in enumerate(zip(rows, self.rows)) if new != old]
             self.rows = rows
-            if rows:
-                self.dataChanged.emit(self.index(0, 0),
-                                      self.index(len(rows) - 1, len(self.COLUMNS) - 1))
+            for i in changed:
+                self.dataChanged.emit(self.index(i, 0), self.index(i, len(self.COLUMNS) - 1))
         else:
             self.beginResetModel()
             self.rows = rows
@@ -394,8 +396,10 @@ class VideosPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
-        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        # Sized to the contents when the rows are replaced, not on every change (a
+        # ResizeToContents header re-measures every cell whenever any cell changes).
         header.setSectionResizeMode(0, QHeaderView.Stretch)
+        self.model.modelReset.connect(self._fit_columns)
         self.table.selectionModel().currentRowChanged.connect(self._current_row_changed)
         layout.addWidget(self.table, 1)
 
@@ -599,6 +603,14 @@ class VideosPanel(QWidget):
             return
         self._apply_detail(state.detail)
         self._update_actions()
+
+    def _fit_columns(self) -> None:
+        for column in range(1, len(VideosModel.COLUMNS)):
+            self.table.resizeColumnToContents(column)
+        # Room for the longest teacher status ("1234/1234") so that progress does not clip it.
+        teacher_width = self.table.fontMetrics().horizontalAdvance("00000/00000") + 16
+        self.table.horizontalHeader().resizeSection(
+            4, max(self.table.horizontalHeader().sectionSize(4), teacher_width))
 
     def _select_row(self, video_id: int | None) -> None:
         if video_id is None:

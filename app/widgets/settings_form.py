@@ -115,6 +115,8 @@ class SettingsForm(QWidget):
             editor.textChanged.connect(self.changed)
             if kind == "literal":
                 editor.setToolTip("a Python literal, e.g. (1, 2) or 'text'")
+            if default is None:   # an optional setting: say that empty means "not given"
+                editor.setPlaceholderText("not set")
         if isinstance(editor, QAbstractSpinBox):
             editor.setKeyboardTracking(False)
             editor.setMaximumWidth(110)

@@ -282,3 +282,26 @@ def test_without_models_rows_show_teacher_and_ground_truth_with_a_hint(qtbot, pl
     # The table paints its cells (thumbnails are made in the loader's thread).
     panel.table.viewport().repaint()
     qtbot.waitUntil(lambda: panel.loader.rendered >= 3, timeout=WAIT_MS)
+
+
+def test_a_job_writing_the_store_keeps_the_scroll_position_and_the_current_row(qtbot, plain_panel):
+    """data_changed (any job's end) re-reads the state and rebuilds the table: the researcher's
+    place in it (scrolled far down, a row selected) must survive."""
+    panel = plain_panel
+    panel.resize(1300, 300)
+    qtbot.waitUntil(panel.is_complete, timeout=WAIT_MS)
+    panel.sort_by("teacher score")
+    bar = panel.table.verticalScrollBar()
+    assert bar.maximum() > 0
+    panel.table.setCurrentIndex(panel.model.index(30, 0))
+    current_frame = panel.model.frame_at(30).frame_id
+    target = bar.maximum() * 2 // 3 + 7   # not on a row boundary
+    bar.setValue(target)
+    top_frame = panel.model.frame_at(panel.table.rowAt(0)).frame_id
+    loads = []
+    panel.state_loaded.connect(lambda: loads.append(True))
+    panel.context.data_changed.emit()
+    qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
+    assert bar.value() == target
+    assert panel.model.frame_at(panel.table.rowAt(0)).frame_id == top_frame
+    assert panel.model.frame_at(panel.table.currentIndex().row()).frame_id == current_frame

@@ -261,3 +261,16 @@ def test_settings_form_text_and_other_fields(qtbot):
     assert form.values() == {"name": "basic", "archs": ("lowres", "dense_unet")}
     form.set_values({"name": "x", "archs": ("lowres",)})
     assert Other(**form.values()) == Other("x", ("lowres",))
+
+
+def test_settings_form_optional_fields_say_not_set_and_give_none(qtbot):
+    from ussl_core.generations import GenerationSettings
+
+    form = SettingsForm(GenerationSettings)
+    qtbot.addWidget(form)
+    threshold = form.editor("threshold")
+    assert isinstance(threshold, QLineEdit) and threshold.placeholderText() == "not set"
+    assert form.values()["threshold"] is None and form.values()["top_percent"] is None
+    form.set_values({"top_percent": 12.5})
+    assert GenerationSettings(**form.values()).top_percent == 12.5
+    assert form.editor("batch").value() == 32   # a field with a default shows it

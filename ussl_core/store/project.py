@@ -189,7 +189,9 @@ class Project:
             return str(path)
 
     def abspath(self, stored: str) -> Path:
-        return (self.root / stored).resolve()
+        # The root is resolved and `relpath` stored a resolved path, so normalising suffices;
+        # resolve() would walk the file system for each of thousands of frames.
+        return Path(os.path.normpath(os.path.join(self.root, stored)))
 
     @property
     def working_size(self) -> tuple[int, int]:
