@@ -182,16 +182,12 @@ class CutoffPlot(PlotCanvas):
         self.message = ""
         self._line = None
         self._span = None
-        self._background = None
         self._dragging = False
         self.cutoff = 10.0
-        self.full_draws = 0
-        self.blits = 0
         self._blit_timer = QTimer(self)
         self._blit_timer.setSingleShot(True)
         self._blit_timer.setInterval(10)
-        self._blit_timer.timeout.connect(self._blit)
-        self.mpl_connect("draw_event", self._drawn)
+        self._blit_timer.timeout.connect(self.blit_animated)
         self.mpl_connect("button_press_event", self._press)
         self.mpl_connect("motion_notify_event", self._motion)
         self.mpl_connect("button_release_event", self._release)
@@ -218,9 +214,9 @@ class CutoffPlot(PlotCanvas):
         if message:
             ax.text(50, 0.5, message, ha="center", va="center", color="#8a8f94", fontsize=8,
                     wrap=True)
-        self._span = ax.axvspan(0, self.cutoff, color="#c0392b", alpha=0.05, lw=0, animated=True)
-        self._line = ax.axvline(self.cutoff, color="#c0392b", lw=1.3, alpha=0.9, animated=True)
-        self._background = None
+        self._span = ax.axvspan(0, self.cutoff, color="#c0392b", alpha=0.05, lw=0)
+        self._line = ax.axvline(self.cutoff, color="#c0392b", lw=1.3, alpha=0.9)
+        self.set_animated([self._span, self._line])
         self.redraw()
 
     def set_cutoff(self, percent: float) -> None:
@@ -231,27 +227,8 @@ class CutoffPlot(PlotCanvas):
         self.cutoff = cutoff
         self._line.set_xdata([cutoff, cutoff])
         self._span.set_width(cutoff)
-        if self._background is None:
-            self.redraw()
-        elif not self._blit_timer.isActive():
+        if not self._blit_timer.isActive():
             self._blit_timer.start()
-
-    def _drawn(self, event) -> None:
-        """After a full draw: keep the background, draw the line on top."""
-        self.full_draws += 1
-        self._background = self.copy_from_bbox(self.figure.bbox)
-        self.figure.draw_artist(self._span)
-        self.figure.draw_artist(self._line)
-
-    def _blit(self) -> None:
-        if self._background is None:
-            self.redraw()
-            return
-        self.restore_region(self._background)
-        self.figure.draw_artist(self._span)
-        self.figure.draw_artist(self._line)
-        self.blit(self.figure.bbox)
-        self.blits += 1
 
     @property
     def line_x(self) -> float:

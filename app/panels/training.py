@@ -63,7 +63,11 @@ def architecture_of(model_name: str) -> str | None:
 class LossMonitor(PlotCanvas):
     """Batch loss (thin), epoch loss (dots), validation loss (dashed) per model; the best epoch
     (lowest validation loss, else training loss) is starred. Redraws are throttled, and a redraw
-    only moves the data of existing lines (rebuilding the axes costs ~80 ms on this CPU)."""
+    only moves the data of existing lines (rebuilding the axes costs ~80 ms on this CPU).
+
+    The axes' limits move in steps (x: the planned epochs, y: whole decades), so most redraws
+    only blit the lines over the saved axes; a full draw (25-55 ms) happens when a limit steps
+    or a model is added to the legend."""
 
     COLOURS = ["#3b6ea5", "#c0504d", "#4f9a5f", "#8064a2", "#d08a2c", "#5a5a5a"]
 
@@ -72,6 +76,8 @@ class LossMonitor(PlotCanvas):
                          margins={"left": 0.1, "right": 0.98, "top": 0.9, "bottom": 0.15})
         self.series: dict[str, dict[str, list[float]]] = {}
         self._lines: dict[str, dict] = {}
+        self.planned_epochs = 0     # the x axis spans at least these (a running job's setting)
+        self._limits: tuple | None = None   # (x limits, y limits, models) of the last full draw
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._draw)
@@ -87,9 +93,12 @@ class LossMonitor(PlotCanvas):
         ax.set_ylabel("L2 loss")
         ax.set_title("Losses appear here while models train", loc="left")
         self._lines.clear()
+        self._limits = None
+        self.set_animated([])
 
-    def reset(self) -> None:
+    def reset(self, planned_epochs: int = 0) -> None:
         self.series.clear()
+        self.planned_epochs = planned_epochs
         self._setup_axes()
         self._schedule()
 
@@ -148,7 +157,19 @@ class LossMonitor(PlotCanvas):
             ax.yaxis.set_minor_formatter(ticker.NullFormatter())
             ax.legend(loc="upper right", frameon=False)
             ax.set_title("solid: training, dashed: validation, star: best epoch", loc="left")
+            self.set_animated([line for lines in self._lines.values() for line in lines.values()])
         return self._lines[name]
+
+    def _wanted_limits(self) -> tuple:
+        xs = [x for s in self.series.values() for x in s["batch_x"] + s["epoch"]]
+        epochs = max(self.planned_epochs, math.ceil(max(xs, default=1.0)), 1)
+        x_limits = (0.0, epochs * 1.03)   # the margin keeps the last epoch's marks whole
+        ys = [y for s in self.series.values() for y in s["batch_loss"] + s["loss"] + s["val_loss"]
+              if y > 0 and math.isfinite(y)]
+        if not ys:
+            return x_limits, (0.01, 1.0), tuple(self.series)
+        low, high = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+        return x_limits, (10.0 ** low, 10.0 ** max(high, low + 1)), tuple(self.series)
 
     def _draw(self) -> None:
         for name, s in self.series.items():
@@ -162,10 +183,15 @@ class LossMonitor(PlotCanvas):
                 lines["best"].set_data([], [])
             else:
                 lines["best"].set_data([best], [self._best_values(s)[s["epoch"].index(best)]])
-        if self.series:
-            self.axes.relim()
-            self.axes.autoscale_view()
         self.draws += 1
+        limits = self._wanted_limits()
+        if self.series and limits == self._limits:
+            self.blit_animated()
+            return
+        if self.series:
+            self.axes.set_xlim(*limits[0])
+            self.axes.set_ylim(*limits[1])
+            self._limits = limits
         self.redraw()
 
 
@@ -359,7 +385,7 @@ class TrainingPanel(QWidget):
         self._model_count = len(spec["archs"])
         self._models_done = []
         self._started_at = time.monotonic()
-        self.monitor.reset()
+        self.monitor.reset(planned_epochs=int(spec["settings"].get("epochs") or 0))
         self.progress.start(f"Starting: {', '.join(spec['archs'])}")
         self.stop_button.setText("Stop after this epoch")
         self._update_actions()

@@ -227,6 +227,7 @@ class VideosModel(QAbstractTableModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.rows: list[VideoRow] = []
+        self.texts: list[tuple[str, ...]] = []   # each row's cells as shown, made once per change
         self.teacher = ""
 
     def set_rows(self, rows: list[VideoRow], teacher: str) -> None:
@@ -236,15 +237,20 @@ class VideosModel(QAbstractTableModel):
             # Only the rows that changed: the view and the sort proxy ask a Python data() for
             # every role of every signalled cell, once a second while the teacher runs.
             changed = [i for i, (new, old) in enumerate(zip(rows, self.rows)) if new != old]
-            self.rows = rows
+            self.rows, self.texts = rows, [self._texts(row) for row in rows]
             for i in changed:
                 self.dataChanged.emit(self.index(i, 0), self.index(i, len(self.COLUMNS) - 1))
         else:
             self.beginResetModel()
-            self.rows = rows
+            self.rows, self.texts = rows, [self._texts(row) for row in rows]
             self.endResetModel()
         if header_changed:
             self.headerDataChanged.emit(Qt.Horizontal, 4, 4)
+
+    @staticmethod
+    def _texts(row: VideoRow) -> tuple[str, ...]:
+        return (row.name, str(row.frames), str(row.shots), f"{row.width}\u00d7{row.height}",
+                row.teacher_status, "yes" if row.has_gt else "no")
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 (Qt naming)
         return 0 if parent.isValid() else len(self.rows)
@@ -267,8 +273,7 @@ class VideosModel(QAbstractTableModel):
         row = self.rows[index.row()]
         col = index.column()
         if role == Qt.DisplayRole:
-            return (row.name, str(row.frames), str(row.shots), f"{row.width}\u00d7{row.height}",
-                    row.teacher_status, "yes" if row.has_gt else "no")[col]
+            return self.texts[index.row()][col]
         if role == Qt.UserRole:  # sort key
             return (row.name.lower(), row.frames, row.shots, row.width * row.height,
                     row.masks / max(row.frames, 1), row.has_gt)[col]
@@ -605,12 +610,15 @@ class VideosPanel(QWidget):
         self._update_actions()
 
     def _fit_columns(self) -> None:
+        """Columns as wide as their texts, measured here: resizeColumnToContents would ask the
+        model's data() for every role of every cell (2,400 calls for 20 videos)."""
+        metrics = self.table.fontMetrics()
+        header = self.table.horizontalHeader()
         for column in range(1, len(VideosModel.COLUMNS)):
-            self.table.resizeColumnToContents(column)
-        # Room for the longest teacher status ("1234/1234") so that progress does not clip it.
-        teacher_width = self.table.fontMetrics().horizontalAdvance("00000/00000") + 16
-        self.table.horizontalHeader().resizeSection(
-            4, max(self.table.horizontalHeader().sectionSize(4), teacher_width))
+            texts = [VideosModel.COLUMNS[column]] + [row[column] for row in self.model.texts]
+            if column == 4:   # room for a teacher in progress ("1234/1234") so it does not clip
+                texts.append("00000/00000")
+            header.resizeSection(column, max(metrics.horizontalAdvance(t) for t in texts) + 24)
 
     def _select_row(self, video_id: int | None) -> None:
         if video_id is None:

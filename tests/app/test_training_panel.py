@@ -148,6 +148,36 @@ def test_loss_monitor_best_epoch_and_throttled_redraws(qtbot):
     assert monitor.best_epoch("n") == 1          # no validation: the training loss decides
 
 
+def test_loss_monitor_blits_the_lines_until_an_axis_limit_steps(qtbot):
+    """A redraw inside the same limits repaints only the lines over the saved axes; a loss
+    leaving the current decade, or a new model in the legend, draws everything again."""
+    monitor = LossMonitor()
+    qtbot.addWidget(monitor)
+    monitor.resize(600, 300)
+    monitor.show()
+    monitor.reset(planned_epochs=4)
+    qtbot.wait(500)
+
+    def batch(epoch, number, loss, model="m"):
+        monitor.add({"event": "batch", "model": model, "epoch": epoch, "batch": number,
+                     "steps": 10, "loss": loss})
+        qtbot.wait(450)   # one throttled redraw per update
+
+    batch(1, 1, 0.5)
+    qtbot.waitUntil(lambda: monitor.axes.get_ylim() == pytest.approx((0.1, 1.0)), timeout=5000)
+    full, blits = monitor.full_draws, monitor.blits
+    assert monitor.axes.get_xlim()[1] == pytest.approx(4 * 1.03)   # the planned epochs
+    for number, loss in ((2, 0.4), (3, 0.3), (4, 0.2)):
+        batch(1, number, loss)
+    assert monitor.full_draws == full and monitor.blits == blits + 3
+    batch(1, 5, 0.05)                                   # into the next decade down
+    assert monitor.axes.get_ylim() == pytest.approx((0.01, 1.0))
+    assert monitor.full_draws == full + 1
+    batch(1, 1, 0.3, model="other")                     # a second model: the legend grows
+    assert monitor.full_draws == full + 2
+    assert [t.get_text() for t in monitor.axes.get_legend().get_texts()] == ["m", "other"]
+
+
 def test_architecture_of_default_names():
     assert architecture_of("g1_basic_unet_compact") == "basic_unet"
     assert architecture_of("g12_evalseg_paper") == "evalseg"
