@@ -6,10 +6,12 @@
 The real main window (every panel) opens a fresh project in DIR. A 10 ms QTimer on the GUI
 thread records the gap between its ticks while, as a user would start them from the panels:
 the sources are added (Videos panel), the teacher runs over them (Videos panel, results
-appearing as they land), the top 10 % is applied as the selection (Audit panel), then a compact
+appearing as they land), the Audit panel opens on its masks and purity curve, the top 10 % is
+applied as the selection (Audit panel), then a compact
 LowRes-Net and a compact BasicU-Net train for --epochs epochs, one job after the other
 (Training panel, the loss monitor drawing). max_stall_ms is the largest gap between two ticks
-over the teacher and training phases (a tick is due every 10 ms, so an idle loop shows ~10).
+over the teacher and training phases, while a job runs (a tick is due every 10 ms, so an idle
+loop shows ~10); every phase reports its own largest gap and when it came (max_gap_at_s).
 Then the audit panel's figures on a generated project of --masks masks (benchmarks/audit_scroll.py):
 audit_open_s and scroll_p99_ms.
 """
@@ -42,6 +44,7 @@ class GapRecorder:
         self.phase = "idle"
         self.phase_started = time.perf_counter()
         self.gaps: dict[str, list[float]] = {}
+        self.worst: dict[str, tuple[float, float]] = {}   # phase -> (gap ms, seconds into it)
         self.long: dict[str, list[tuple[float, float]]] = {}   # (seconds into the phase, gap ms)
         self._last = time.perf_counter()
         self.timer = QTimer()
@@ -53,6 +56,8 @@ class GapRecorder:
         now = time.perf_counter()
         gap = (now - self._last) * 1000
         self.gaps.setdefault(self.phase, []).append(gap)
+        if gap > self.worst.get(self.phase, (0.0, 0.0))[0]:
+            self.worst[self.phase] = (gap, round(now - self.phase_started, 2))
         if gap > 100:
             self.long.setdefault(self.phase, []).append(
                 (round(now - self.phase_started, 2), round(gap, 1)))
@@ -65,7 +70,8 @@ class GapRecorder:
         gaps = sorted(self.gaps.get(phase, []))
         if not gaps:
             return {}
-        return {"max_gap_ms": round(gaps[-1], 1), "p99_gap_ms": round(gaps[int(0.99 * (len(gaps) - 1))], 1),
+        return {"max_gap_ms": round(gaps[-1], 1), "max_gap_at_s": self.worst[phase][1],
+                "p99_gap_ms": round(gaps[int(0.99 * (len(gaps) - 1))], 1),
                 "gaps_over_100ms": sum(g > 100 for g in gaps), "ticks": len(gaps),
                 "long_gaps_at_s": self.long.get(phase, [])[:20]}
 
@@ -134,8 +140,10 @@ def main() -> int:
     phases["teacher"] = run_phase(app, window, recorder, "teacher", videos.run_button.click)
 
     audit = panels["Audit"]
+    recorder.start("open_audit")   # no job runs: reported, not part of max_stall_ms
     window.tabs.setCurrentWidget(audit)
-    wait_for(app, lambda: audit.model.rowCount() > 0 and audit.curve is not None, 120)
+    seconds = wait_for(app, lambda: audit.model.rowCount() > 0 and audit.curve is not None, 120)
+    phases["open_audit"] = {"seconds": round(seconds, 1), **recorder.summary("open_audit")}
     audit.percent_spin.setValue(10.0)
     applied = []
     audit.selection_applied.connect(lambda: applied.append(True))

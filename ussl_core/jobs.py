@@ -20,10 +20,19 @@ from ussl_core.progress import CancelToken, Cancelled, Progress
 
 
 def _teacher(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
-    from ussl_core.teacher.runner import run_teacher
+    from ussl_core.purity import mask_gt_stats
+    from ussl_core.teacher.runner import producer_name, run_teacher
 
-    return run_teacher(project, spec.get("teacher", "videopca"), spec.get("settings"),
-                       spec.get("workers"), spec.get("replace", False), cancel)
+    teacher = spec.get("teacher", "videopca")
+    yield from run_teacher(project, teacher, spec.get("settings"), spec.get("workers"),
+                           spec.get("replace", False), cancel)
+    # The purity curve's per-mask IoU is cached in the project: measured here, in the job's
+    # process, rather than by the Audit panel in the GUI's (seconds of work competing with
+    # the window for the GIL just when the researcher opens the audit).
+    if any(frame.gt_path for frame in project.frames()) and not cancel.cancelled:
+        yield Progress(0, 1, "measuring the masks against ground truth", stage="purity")
+        stats = mask_gt_stats(project, project.producer(producer_name(teacher)).id)
+        yield Progress(1, 1, f"{len(stats)} masks measured against ground truth", stage="purity")
 
 
 def cap_tensorflow_threads() -> None:

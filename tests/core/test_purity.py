@@ -233,3 +233,32 @@ def test_plot_curve_writes_a_png(tmp_path, source):
     image = cv2.imread(str(path))
     assert image is not None and image.shape == (400, 600, 3)
     assert image.std() > 5  # something was drawn
+
+
+def test_the_teacher_job_measures_purity_in_its_own_process(tmp_path, monkeypatch):
+    """The job (a child of the GUI) leaves the per-mask ground-truth statistics cached, so the
+    Audit panel's purity curve afterwards only reads them."""
+    from tests.conftest import make_davis
+    from ussl_core.ingest import davis_sources
+    from ussl_core.jobs import run_job
+    from ussl_core.progress import CancelToken
+
+    davis = make_davis(tmp_path / "davis", n_videos=2)
+    with Project.create(tmp_path / "project") as project:
+        for _ in add_sources(project, davis_sources(davis)):
+            pass
+    events = []
+    run_job({"kind": "teacher", "project": str(tmp_path / "project"), "workers": 1},
+            events.append, CancelToken())
+    purity_events = [e for e in events if e.stage == "purity"]
+    assert [e.done for e in purity_events] == [0, 1]
+    assert "40 masks measured" in purity_events[-1].message
+    assert len(list((tmp_path / "project" / "cache").glob("gt_stats_*.npz"))) == 1
+
+    def not_again(*_args):
+        raise AssertionError("the statistics were measured again")
+
+    monkeypatch.setattr(purity, "_one_mask_stats", not_again)
+    with Project.open(tmp_path / "project") as project:
+        curve = purity_curve(project, project.producer(producer_name("videopca")).id)
+    assert curve.source == "ground_truth" and curve.n_masks == 40
