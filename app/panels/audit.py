@@ -65,6 +65,7 @@ class AuditPanel(QWidget):
         self._table_token = 0
         self._curve_token = 0
         self._own_write = False
+        self._marks: tuple | None = None   # the store's change marks when last read
         self._applying = False
         self._loading = False
         self._curve_after_table = False
@@ -275,6 +276,7 @@ class AuditPanel(QWidget):
         self.delegate.clear()
         self.close_large_view()
         project = self.context.project
+        self._marks = project.change_marks() if project is not None else None
         self.producer_combo.blockSignals(True)
         self.producer_combo.clear()
         if project is not None:
@@ -324,8 +326,13 @@ class AuditPanel(QWidget):
         self.reload_table()
 
     def _data_changed(self) -> None:
-        """A job (or another panel) wrote to the store: re-read what we show."""
-        if self._own_write or self.context.project is None:
+        """A job (or another panel) wrote to the store: re-read what we show, if it changed (a
+        training job does not touch masks: re-reading them would only compete with the window)."""
+        if self.context.project is None:
+            return
+        marks = self.context.project.change_marks()
+        unchanged, self._marks = marks == self._marks, marks
+        if self._own_write or unchanged:
             return
         known = {self.producer_combo.itemData(i) for i in range(self.producer_combo.count())}
         producers = {p.id for p in self.context.project.producers()

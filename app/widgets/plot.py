@@ -14,9 +14,13 @@ No pyplot: the figure is built directly, so the process-wide backend is left alo
 
 from __future__ import annotations
 
+import math
+import time
+
 import matplotlib
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 STYLE = {
@@ -35,6 +39,9 @@ STYLE = {
     "grid.color": "#dddddd",
     "grid.linewidth": 0.6,
 }
+
+
+MIN_DRAW_INTERVAL_MS = 150
 
 
 class PlotCanvas(FigureCanvasQTAgg):
@@ -56,6 +63,10 @@ class PlotCanvas(FigureCanvasQTAgg):
         self._background = None
         self.full_draws = 0
         self.blits = 0
+        self._last_full_draw = -math.inf
+        self._draw_timer = QTimer(self)
+        self._draw_timer.setSingleShot(True)
+        self._draw_timer.timeout.connect(super().draw_idle)
         self.mpl_connect("draw_event", self._drawn)
         self.setParent(parent)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
@@ -88,6 +99,18 @@ class PlotCanvas(FigureCanvasQTAgg):
         self._stale = False
         self.draw_idle()
 
+    def draw_idle(self) -> None:
+        """Full draws at most every MIN_DRAW_INTERVAL_MS: the requests in between (a new curve,
+        a resize, a placeholder message) make one draw at the end of the interval. Each draw
+        holds the GUI thread for 20-70 ms; back to back they would add up to one long stall."""
+        if self._draw_timer.isActive():
+            return
+        wait_ms = MIN_DRAW_INTERVAL_MS - (time.monotonic() - self._last_full_draw) * 1000
+        if wait_ms <= 0:
+            super().draw_idle()
+        else:
+            self._draw_timer.start(int(wait_ms) + 1)
+
     def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         super().showEvent(event)
         if self._stale:
@@ -104,6 +127,7 @@ class PlotCanvas(FigureCanvasQTAgg):
     def _drawn(self, _event) -> None:
         """After a full draw: keep the background, draw the animated artists on top."""
         self.full_draws += 1
+        self._last_full_draw = time.monotonic()
         if self._animated:
             self._background = self.copy_from_bbox(self.figure.bbox)
             for artist in self._animated:

@@ -202,6 +202,24 @@ def test_a_job_s_writes_show_after_refresh(qtbot, panel, context, root):
     assert record(panel, 5).frame_id == frame
 
 
+def test_a_job_that_changes_nothing_shown_costs_no_re_read(qtbot, panel, context, root):
+    """After a training job (models only) the masks, decisions and curve are not read again:
+    that work would compete with the window for nothing."""
+    reads = []
+    panel.table_loaded.connect(lambda: reads.append("table"))
+    panel.curve_loaded.connect(lambda: reads.append("curve"))
+    (root / "models").mkdir(exist_ok=True)
+    (root / "models" / "g1_basic_unet_compact.keras").write_bytes(b"a model")
+    context.refresh()
+    qtbot.wait(300)
+    assert reads == []
+    producer_id, _ = store_masks(root)
+    with Project.open(root, write=True) as project:   # then a change it shows: read again
+        project.set_decision(record(panel, 2).frame_id, producer_id, "approve")
+    context.refresh()
+    qtbot.waitUntil(lambda: "table" in reads and badge(panel, 2) == "approve", timeout=WAIT_MS)
+
+
 # ----------------------------------------------------------------------------- filters
 
 

@@ -313,6 +313,35 @@ def test_decisions_approve_reject_clear_undo_redo(project, tmp_path):
         project.set_decision(f1, pid, "maybe")
 
 
+def test_change_marks_move_with_every_change_a_view_shows_and_only_then(project, tmp_path):
+    add_fake_video(project, tmp_path / "data", n=5)
+    f1, f2 = [f.id for f in project.frames()[:2]]
+    pid = project.ensure_producer("t", "teacher", 1)
+    seen = [project.change_marks()]
+
+    def changed() -> bool:
+        marks = project.change_marks()
+        moved = marks != seen[-1]
+        seen.append(marks)
+        return moved
+
+    with project.job("train", {}):            # a job that writes only its own record
+        pass
+    project.set_meta("generation", "1")
+    assert not changed()
+    project.set_decision(f1, pid, "approve")
+    assert changed()
+    project.undo_decision()                   # a flag set in place
+    assert changed()
+    project.redo_decision()
+    assert changed()
+    project.save_selection(pid, "top_percent", 10.0, False, [f1], 0, 0)
+    assert changed()
+    add_fake_video(project, tmp_path / "data", name="second", n=3, shots=((0, 3),))
+    assert changed()
+    assert not changed()
+
+
 def test_invalid_batch_of_decisions_changes_nothing(project, tmp_path):
     add_fake_video(project, tmp_path / "data", n=5)
     f1, f2 = [f.id for f in project.frames()[:2]]

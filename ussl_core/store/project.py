@@ -367,6 +367,19 @@ class Project:
             args.append(video_id)
         return [Mask(*r) for r in self.conn.execute(sql + " ORDER BY f.video_id, f.idx", args)]
 
+    def change_marks(self) -> tuple:
+        """A cheap fingerprint of the catalog's contents: row count and largest row id of each
+        table a view shows, undone decisions and the active selection. Rows are only inserted
+        and deleted (replaced masks get new row ids), apart from those two flags, so equal marks
+        mean the same videos, frames, masks, decisions and selections."""
+        query = self.conn.execute
+        marks = [tuple(query(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone())
+                 for table in ("videos", "shots", "frames", "producers", "masks", "decisions",
+                               "selections")]
+        marks.append(query("SELECT COUNT(*) FROM decisions WHERE undone=1").fetchone()[0])
+        marks.append(query("SELECT MAX(id) FROM selections WHERE active=1").fetchone()[0])
+        return tuple(marks)
+
     def mask_count(self, producer_id: int) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM masks WHERE producer_id=?",
                                  (producer_id,)).fetchone()[0]
