@@ -38,6 +38,7 @@ from ussl_core.store import Project
 DECISION_FILTERS = ("All", "Approved", "Rejected", "Undecided")
 BUSY_MESSAGE = "A job is running: decisions and selection are paused until it finishes."
 CURVE_REFRESH_MS = 800
+COMPUTING_DELAY_MS = 250   # the purity placeholder waits this long for the curve
 
 
 
@@ -66,6 +67,12 @@ class AuditPanel(QWidget):
         self._curve_token = 0
         self._own_write = False
         self._marks: tuple | None = None   # the store's change marks when last read
+        # "Computing purity" is drawn only when the curve takes a while (usually it is cached):
+        # each full draw of the plot holds the GUI thread for 20-70 ms.
+        self._computing_timer = QTimer(self)
+        self._computing_timer.setSingleShot(True)
+        self._computing_timer.setInterval(COMPUTING_DELAY_MS)
+        self._computing_timer.timeout.connect(self._show_computing)
         self._applying = False
         self._loading = False
         self._curve_after_table = False
@@ -321,9 +328,16 @@ class AuditPanel(QWidget):
         self.curve = None
         self.model.set_table(None)
         self._update_counts()
-        self.plot.set_curve(None, "Computing purity …" if self.producer_id is not None else "")
+        if self.producer_id is None:
+            self.plot.set_curve(None, "")
+        else:
+            self._computing_timer.start()
         self._curve_after_table = True   # one thread at a time: the grid first, then purity
         self.reload_table()
+
+    def _show_computing(self) -> None:
+        if self.curve is None and self.producer_id is not None:
+            self.plot.set_curve(None, "Computing purity …")
 
     def _data_changed(self) -> None:
         """A job (or another panel) wrote to the store: re-read what we show, if it changed (a
@@ -414,8 +428,8 @@ class AuditPanel(QWidget):
             self.plot.set_curve(None, "No masks to measure yet")
             self.source_label.setText("")
             return
-        if self.curve is None and self.plot.message != "Computing purity …":
-            self.plot.set_curve(None, "Computing purity …")
+        if self.curve is None:
+            self._computing_timer.start()
         root = self.context.root
 
         def work(cancel):
