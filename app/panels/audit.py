@@ -66,7 +66,7 @@ class AuditPanel(QWidget):
         self._table_token = 0
         self._curve_token = 0
         self._own_write = False
-        self._marks: tuple | None = None   # the store's change marks when last read
+        self._marks: dict | None = None   # the store's change marks when last read
         # "Computing purity" is drawn only when the curve takes a while (usually it is cached):
         # each full draw of the plot holds the GUI thread for 20-70 ms.
         self._computing_timer = QTimer(self)

@@ -18,7 +18,9 @@ virtualised: thumbnails are made on demand by a background loader (app.widgets.t
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ THUMB = QSize(112, 84)
 BATCH = 16                 # frames per background batch
 KEPT_RESULTS = 4           # (teacher, generation) result sets kept in memory
 KEPT_PREDICTORS = 2        # generations whose models stay loaded
+BROWSED_TABLES = ("videos", "shots", "frames", "producers", "masks")   # what the rows show
 MUTED = "color: #6b7075;"
 PICKED = QColor("#e08a00")
 NO_MODELS_HINT = ("No trained students yet: the students' masks, Multi-Net and MultiSelect-Net "
@@ -520,12 +523,13 @@ class BrowserPanel(QWidget):
         self._warning = ""
         self._state_loading = False
         self._state_dirty = False
+        self._signature: tuple | None = None   # the store and models when the state was read
         self._token = 0                     # bumped when another project opens
         self.cache = ThumbnailCache(3000)
         self.loader = ThumbnailLoader(make_renderer(), parent=self)
         self._build()
         context.project_changed.connect(self._project_changed)
-        context.data_changed.connect(self.request_state)
+        context.data_changed.connect(self._data_changed)
         self._project_changed()
 
     # ------------------------------------------------------------------ layout
@@ -740,6 +744,26 @@ class BrowserPanel(QWidget):
         self.status_label.setText("" if self.context.project else "No project")
         self.request_state()
 
+    def _data_changed(self) -> None:
+        """A job or a panel wrote the store: re-read only when frames, masks or models changed
+        (an applied selection or a decision changes nothing shown here, and the re-read would
+        compete with the window for the GIL just as the next job starts)."""
+        signature = self._store_signature()
+        if signature != self._signature or self.state is None:
+            self.request_state()
+
+    def _store_signature(self) -> tuple | None:
+        project = self.context.project
+        if project is None:
+            return None
+        marks = project.change_marks()
+        files = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(project.root / "models") as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):   # a job's temporary file, gone
+                    files.append((entry.name, entry.stat().st_mtime_ns))
+        return tuple(marks[table] for table in BROWSED_TABLES), tuple(sorted(files))
+
     def request_state(self) -> None:
         """Re-read the rows' catalog facts and the models folder in a thread (coalesced)."""
         if self.context.project is None:
@@ -748,6 +772,7 @@ class BrowserPanel(QWidget):
             self._state_dirty = True
             return
         self._state_loading, self._state_dirty = True, False
+        self._signature = self._store_signature()
         root, teacher, token = self.context.root, self.teacher_combo.currentData(), self._token
         self.context.run_light(never_raising(lambda cancel: read_state(root, teacher), "state", "browse"),
                                lambda event: is_alive(self) and self._state_read(token, event))

@@ -300,8 +300,36 @@ def test_a_job_writing_the_store_keeps_the_scroll_position_and_the_current_row(q
     top_frame = panel.model.frame_at(panel.table.rowAt(0)).frame_id
     loads = []
     panel.state_loaded.connect(lambda: loads.append(True))
+    (panel.context.root / "models").mkdir(exist_ok=True)
+    (panel.context.root / "models" / "notes.txt").write_text("a change the panel re-reads for")
     panel.context.data_changed.emit()
     qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
+    (panel.context.root / "models" / "notes.txt").unlink()
     assert bar.value() == target
     assert panel.model.frame_at(panel.table.rowAt(0)).frame_id == top_frame
     assert panel.model.frame_at(panel.table.currentIndex().row()).frame_id == current_frame
+
+
+def test_a_write_that_changes_nothing_shown_is_not_re_read(qtbot, built, tmp_path):
+    """An applied selection (or a decision) changes no frame, mask or model: no re-read, which
+    would compete with the window just as the next job starts. New masks are re-read."""
+    shutil.copytree(built, tmp_path / "copy")
+    root = tmp_path / "copy" / "project"
+    context, panel = open_panel(qtbot, root)
+    qtbot.waitUntil(panel.is_complete, timeout=WAIT_MS)
+    loads = []
+    panel.state_loaded.connect(lambda: loads.append(True))
+    with Project.open(root, write=True) as project:
+        producer = project.default_producer()
+        frames = [m.frame_id for m in project.masks(producer.id)][:5]
+        project.save_selection(producer.id, "top_percent", 10.0, False, frames, 0, 0)
+    panel.context.data_changed.emit()
+    qtbot.wait(500)
+    assert loads == []
+    with Project.open(root, write=True) as project:   # the teacher runs again: new masks
+        for _ in run_teacher(project, workers=1, replace=True):
+            pass
+    panel.context.data_changed.emit()
+    qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
+    panel.shutdown()
+    context.shutdown()

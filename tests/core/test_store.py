@@ -340,6 +340,23 @@ def test_change_marks_move_with_every_change_a_view_shows_and_only_then(project,
     add_fake_video(project, tmp_path / "data", name="second", n=3, shots=((0, 3),))
     assert changed()
     assert not changed()
+    # Masks written again after their producer was deleted reuse the same row ids.
+    shot = project.shots()[0]
+    n = len(project.frames(shot_id=shot.id))
+
+    def write_masks() -> None:
+        producer = project.ensure_producer("m", "teacher", 1)
+        shard = project.mask_shard_path("m", shot.id)
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        final = commit_shard(write_shard(shard, "masks", np.zeros((n, 4, 4), np.uint8)))
+        project.commit_shot_masks(producer, shot, final, [0.5] * n)
+
+    write_masks()
+    assert changed()
+    project.delete_producer("m")
+    assert changed()
+    write_masks()
+    assert changed()
 
 
 def test_invalid_batch_of_decisions_changes_nothing(project, tmp_path):

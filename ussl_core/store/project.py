@@ -41,6 +41,12 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def _count_masks_change(c) -> None:
+    """Bump the masks revision (see change_marks): replaced masks can reuse row ids."""
+    c.execute("INSERT INTO meta(key, value) VALUES('masks_revision', '1') ON CONFLICT(key) "
+              "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
+
 @dataclass(frozen=True)
 class Video:
     id: int
@@ -321,6 +327,7 @@ class Project:
             c.execute("DELETE FROM selections WHERE producer_id=?", (producer.id,))
             c.execute("DELETE FROM decisions WHERE producer_id=?", (producer.id,))
             c.execute("DELETE FROM producers WHERE id=?", (producer.id,))
+            _count_masks_change(c)
         shutil.rmtree(self.root / "arrays" / "masks" / slug(name), ignore_errors=True)
 
     def completed_shots(self, producer_id: int) -> set[int]:
@@ -357,6 +364,7 @@ class Project:
                           "VALUES(?,?,?,?,?)", rows[len(rows) // 2:])
             c.execute("INSERT OR REPLACE INTO mask_shards(producer_id, shot_id, path, created_at) "
                       "VALUES(?,?,?,?)", (producer_id, shot.id, shard_rel, now()))
+            _count_masks_change(c)
 
     def masks(self, producer_id: int, video_id: int | None = None) -> list[Mask]:
         sql = ("SELECT m.frame_id, m.producer_id, m.score, m.shard, m.row, f.video_id, f.shot_id "
@@ -367,18 +375,20 @@ class Project:
             args.append(video_id)
         return [Mask(*r) for r in self.conn.execute(sql + " ORDER BY f.video_id, f.idx", args)]
 
-    def change_marks(self) -> tuple:
-        """A cheap fingerprint of the catalog's contents: row count and largest row id of each
-        table a view shows, undone decisions and the active selection. Rows are only inserted
-        and deleted (replaced masks get new row ids), apart from those two flags, so equal marks
-        mean the same videos, frames, masks, decisions and selections."""
+    def change_marks(self) -> dict[str, tuple]:
+        """A cheap fingerprint of the catalog's contents, per table a view shows: row count and
+        largest row id, with undone decisions and the active selection. Rows are only inserted
+        and deleted, apart from those two flags, so equal marks mean the same rows; masks also
+        carry a revision counted by every write (a teacher re-run deletes its producer and
+        writes the masks again under reused row ids)."""
         query = self.conn.execute
-        marks = [tuple(query(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone())
+        marks = {table: tuple(query(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone())
                  for table in ("videos", "shots", "frames", "producers", "masks", "decisions",
-                               "selections")]
-        marks.append(query("SELECT COUNT(*) FROM decisions WHERE undone=1").fetchone()[0])
-        marks.append(query("SELECT MAX(id) FROM selections WHERE active=1").fetchone()[0])
-        return tuple(marks)
+                               "selections")}
+        marks["masks"] += (self.meta("masks_revision", "0"),)
+        marks["decisions"] += (query("SELECT COUNT(*) FROM decisions WHERE undone=1").fetchone()[0],)
+        marks["selections"] += (query("SELECT MAX(id) FROM selections WHERE active=1").fetchone()[0],)
+        return marks
 
     def mask_count(self, producer_id: int) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM masks WHERE producer_id=?",
