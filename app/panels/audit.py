@@ -67,6 +67,7 @@ class AuditPanel(QWidget):
         self._curve_token = 0
         self._own_write = False
         self._marks: dict | None = None   # the store's change marks when last read
+        self._refresh_when_shown = False
         # "Computing purity" is drawn only when the curve takes a while (usually it is cached):
         # each full draw of the plot holds the GUI thread for 20-70 ms.
         self._computing_timer = QTimer(self)
@@ -335,6 +336,12 @@ class AuditPanel(QWidget):
         self._curve_after_table = True   # one thread at a time: the grid first, then purity
         self.reload_table()
 
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().showEvent(event)
+        if self._refresh_when_shown:
+            self._refresh_when_shown = False
+            self._data_changed()
+
     def _show_computing(self) -> None:
         if self.curve is None and self.producer_id is not None:
             self.plot.set_curve(None, "Computing purity …")
@@ -343,6 +350,9 @@ class AuditPanel(QWidget):
         """A job (or another panel) wrote to the store: re-read what we show, if it changed (a
         training job does not touch masks: re-reading them would only compete with the window)."""
         if self.context.project is None:
+            return
+        if not self.isVisible() and not self._own_write:
+            self._refresh_when_shown = True   # one re-read when shown, not one per job meanwhile
             return
         marks = self.context.project.change_marks()
         unchanged, self._marks = marks == self._marks, marks

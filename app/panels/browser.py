@@ -524,6 +524,7 @@ class BrowserPanel(QWidget):
         self._state_loading = False
         self._state_dirty = False
         self._signature: tuple | None = None   # the store and models when the state was read
+        self._refresh_when_shown = False
         self._token = 0                     # bumped when another project opens
         self.cache = ThumbnailCache(3000)
         self.loader = ThumbnailLoader(make_renderer(), parent=self)
@@ -748,6 +749,9 @@ class BrowserPanel(QWidget):
         """A job or a panel wrote the store: re-read only when frames, masks or models changed
         (an applied selection or a decision changes nothing shown here, and the re-read would
         compete with the window for the GIL just as the next job starts)."""
+        if not self.isVisible():
+            self._refresh_when_shown = True   # one re-read when shown, not one per job meanwhile
+            return
         signature = self._store_signature()
         if signature != self._signature or self.state is None:
             self.request_state()
@@ -1042,4 +1046,7 @@ class BrowserPanel(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         super().showEvent(event)
+        if self._refresh_when_shown:
+            self._refresh_when_shown = False
+            self._data_changed()
         self._schedule()

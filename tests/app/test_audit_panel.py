@@ -385,3 +385,23 @@ def test_main_window_has_the_audit_tab(qtbot):
     titles = [window.tabs.tabText(i) for i in range(window.tabs.count())]
     assert "Audit" in titles
     window.close()
+
+
+def test_a_hidden_panel_re_reads_once_when_shown(qtbot, panel, context, root):
+    """Jobs end while the researcher is on another panel: the audit re-reads when it is shown,
+    once, instead of competing with the window after every job."""
+    reads = []
+    panel.table_loaded.connect(lambda: reads.append("table"))
+    producer_id, _ = store_masks(root)
+    frame = record(panel, 3).frame_id
+    panel.hide()
+    for decision in ("reject", "approve"):
+        with Project.open(root, write=True) as project:
+            project.set_decision(frame, producer_id, decision)
+        context.refresh()
+    qtbot.wait(300)
+    assert reads == []
+    panel.show()
+    qtbot.waitUntil(lambda: reads == ["table"] and badge(panel, 3) == "approve", timeout=WAIT_MS)
+    qtbot.wait(300)
+    assert reads == ["table"]

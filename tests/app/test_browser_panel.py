@@ -333,3 +333,21 @@ def test_a_write_that_changes_nothing_shown_is_not_re_read(qtbot, built, tmp_pat
     qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
     panel.shutdown()
     context.shutdown()
+
+
+def test_a_hidden_panel_re_reads_when_shown(qtbot, built, tmp_path):
+    shutil.copytree(built, tmp_path / "copy")
+    root = tmp_path / "copy" / "project"
+    context, panel = open_panel(qtbot, root)
+    qtbot.waitUntil(panel.is_complete, timeout=WAIT_MS)
+    loads = []
+    panel.state_loaded.connect(lambda: loads.append(True))
+    panel.hide()
+    (root / "models" / "notes.txt").write_text("a change")
+    context.data_changed.emit()
+    qtbot.wait(500)
+    assert loads == []
+    panel.show()
+    qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
+    panel.shutdown()
+    context.shutdown()
