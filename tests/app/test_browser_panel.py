@@ -310,15 +310,25 @@ def test_a_job_writing_the_store_keeps_the_scroll_position_and_the_current_row(q
     assert panel.model.frame_at(panel.table.currentIndex().row()).frame_id == current_frame
 
 
-def test_a_write_that_changes_nothing_shown_is_not_re_read(qtbot, built, tmp_path):
-    """An applied selection (or a decision) changes no frame, mask or model: no re-read, which
-    would compete with the window just as the next job starts. New masks are re-read."""
+@pytest.fixture
+def counted_panel(qtbot, built, tmp_path):
+    """A panel on a copy of the project (the test writes to it), complete, and the list its
+    state re-reads are counted in."""
     shutil.copytree(built, tmp_path / "copy")
     root = tmp_path / "copy" / "project"
     context, panel = open_panel(qtbot, root)
     qtbot.waitUntil(panel.is_complete, timeout=WAIT_MS)
     loads = []
     panel.state_loaded.connect(lambda: loads.append(True))
+    yield root, panel, loads
+    panel.shutdown()
+    context.shutdown()
+
+
+def test_a_write_that_changes_nothing_shown_is_not_re_read(qtbot, counted_panel):
+    """An applied selection (or a decision) changes no frame, mask or model: no re-read, which
+    would compete with the window just as the next job starts. New masks are re-read."""
+    root, panel, loads = counted_panel
     with Project.open(root, write=True) as project:
         producer = project.default_producer()
         frames = [m.frame_id for m in project.masks(producer.id)][:5]
@@ -331,23 +341,14 @@ def test_a_write_that_changes_nothing_shown_is_not_re_read(qtbot, built, tmp_pat
             pass
     panel.context.data_changed.emit()
     qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
-    panel.shutdown()
-    context.shutdown()
 
 
-def test_a_hidden_panel_re_reads_when_shown(qtbot, built, tmp_path):
-    shutil.copytree(built, tmp_path / "copy")
-    root = tmp_path / "copy" / "project"
-    context, panel = open_panel(qtbot, root)
-    qtbot.waitUntil(panel.is_complete, timeout=WAIT_MS)
-    loads = []
-    panel.state_loaded.connect(lambda: loads.append(True))
+def test_a_hidden_panel_re_reads_when_shown(qtbot, counted_panel):
+    root, panel, loads = counted_panel
     panel.hide()
     (root / "models" / "notes.txt").write_text("a change")
-    context.data_changed.emit()
+    panel.context.data_changed.emit()
     qtbot.wait(500)
     assert loads == []
     panel.show()
     qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
-    panel.shutdown()
-    context.shutdown()
