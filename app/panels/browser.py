@@ -754,7 +754,7 @@ class BrowserPanel(QWidget):
             return
         signature = self._store_signature()
         if signature != self._signature or self.state is None:
-            self.request_state()
+            self.request_state(signature)
 
     def _store_signature(self) -> tuple | None:
         project = self.context.project
@@ -768,15 +768,16 @@ class BrowserPanel(QWidget):
                     files.append((entry.name, entry.stat().st_mtime_ns))
         return tuple(marks[table] for table in BROWSED_TABLES), tuple(sorted(files))
 
-    def request_state(self) -> None:
-        """Re-read the rows' catalog facts and the models folder in a thread (coalesced)."""
+    def request_state(self, signature: tuple | None = None) -> None:
+        """Re-read the rows' catalog facts and the models folder in a thread (coalesced);
+        `signature`, when the caller has just taken it, is that of the store read now."""
         if self.context.project is None:
             return
         if self._state_loading:
             self._state_dirty = True
             return
         self._state_loading, self._state_dirty = True, False
-        self._signature = self._store_signature()
+        self._signature = signature or self._store_signature()
         root, teacher, token = self.context.root, self.teacher_combo.currentData(), self._token
         self.context.run_light(never_raising(lambda cancel: read_state(root, teacher), "state", "browse"),
                                lambda event: is_alive(self) and self._state_read(token, event))

@@ -48,13 +48,13 @@ BROKEN = object()   # cached for a key whose image could not be made (missing sh
 
 
 # ---------------------------------------------------------------------------- cache
-
 def fit_size(width: int, height: int, box: QSize) -> tuple[int, int]:
     """(width, height) of the source's aspect ratio fitted into a box (the box if unknown)."""
     if width <= 0 or height <= 0:
         return box.width(), box.height()
     scale = min(box.width() / width, box.height() / height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
 
 class ThumbnailCache:
     """Least-recently-used QPixmaps by key (the GUI thread only)."""

@@ -357,6 +357,8 @@ def test_change_marks_move_with_every_change_a_view_shows_and_only_then(project,
     assert changed()
     write_masks()
     assert changed()
+    project.set_frames_shard(shot, tmp_path / "frames.h5")   # a shot's row changed in place
+    assert changed()
 
 
 def test_invalid_batch_of_decisions_changes_nothing(project, tmp_path):

@@ -41,10 +41,10 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _count_masks_change(c) -> None:
-    """Bump the masks revision (see change_marks): replaced masks can reuse row ids."""
-    c.execute("INSERT INTO meta(key, value) VALUES('masks_revision', '1') ON CONFLICT(key) "
-              "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+def _count_change(c, table: str) -> None:
+    """Bump a table's revision (see change_marks), for writes its row counts and ids miss."""
+    c.execute("INSERT INTO meta(key, value) VALUES(?, '1') ON CONFLICT(key) "
+              "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (f"{table}_revision",))
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,7 @@ class Project:
             c.execute("DELETE FROM selections WHERE producer_id=?", (producer.id,))
             c.execute("DELETE FROM decisions WHERE producer_id=?", (producer.id,))
             c.execute("DELETE FROM producers WHERE id=?", (producer.id,))
-            _count_masks_change(c)
+            _count_change(c, "masks")
         shutil.rmtree(self.root / "arrays" / "masks" / slug(name), ignore_errors=True)
 
     def completed_shots(self, producer_id: int) -> set[int]:
@@ -353,6 +353,7 @@ class Project:
             if frames_shard is not None:
                 c.execute("UPDATE shots SET frames_shard=? WHERE id=?",
                           (self.relpath(frames_shard), shot.id))
+                _count_change(c, "shots")
             c.execute("DELETE FROM masks WHERE producer_id=? AND frame_id IN "
                       "(SELECT id FROM frames WHERE shot_id=?)", (producer_id, shot.id))
             rows = [(fid, producer_id, float(s), shard_rel, i)
@@ -364,7 +365,7 @@ class Project:
                           "VALUES(?,?,?,?,?)", rows[len(rows) // 2:])
             c.execute("INSERT OR REPLACE INTO mask_shards(producer_id, shot_id, path, created_at) "
                       "VALUES(?,?,?,?)", (producer_id, shot.id, shard_rel, now()))
-            _count_masks_change(c)
+            _count_change(c, "masks")
 
     def masks(self, producer_id: int, video_id: int | None = None) -> list[Mask]:
         sql = ("SELECT m.frame_id, m.producer_id, m.score, m.shard, m.row, f.video_id, f.shot_id "
@@ -377,15 +378,16 @@ class Project:
 
     def change_marks(self) -> dict[str, tuple]:
         """A cheap fingerprint of the catalog's contents, per table a view shows: row count and
-        largest row id, with undone decisions and the active selection. Rows are only inserted
-        and deleted, apart from those two flags, so equal marks mean the same rows; masks also
-        carry a revision counted by every write (a teacher re-run deletes its producer and
-        writes the masks again under reused row ids)."""
+        largest row id. Rows are only inserted and deleted, except for what is added here:
+        undone decisions, the active selection, and a revision counted by every write of masks
+        (a teacher re-run deletes its producer and writes the masks again under reused row
+        ids) and of a shot's stored frames. Equal marks mean the same rows."""
         query = self.conn.execute
         marks = {table: tuple(query(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone())
                  for table in ("videos", "shots", "frames", "producers", "masks", "decisions",
                                "selections")}
-        marks["masks"] += (self.meta("masks_revision", "0"),)
+        for table in ("masks", "shots"):
+            marks[table] += (self.meta(f"{table}_revision", "0"),)
         marks["decisions"] += (query("SELECT COUNT(*) FROM decisions WHERE undone=1").fetchone()[0],)
         marks["selections"] += (query("SELECT MAX(id) FROM selections WHERE active=1").fetchone()[0],)
         return marks
@@ -487,6 +489,7 @@ class Project:
         self.require_writable()
         with transaction(self.conn) as c:
             c.execute("UPDATE shots SET frames_shard=? WHERE id=?", (self.relpath(shard), shot.id))
+            _count_change(c, "shots")
 
     def selection(self, selection_id: int) -> dict | None:
         row = self.conn.execute("SELECT * FROM selections WHERE id=?", (selection_id,)).fetchone()
