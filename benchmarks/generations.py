@@ -39,6 +39,21 @@ from ussl_core.teacher.runner import run_teacher  # noqa: E402
 from ussl_core.training import TrainingSettings, default_model_name, train_student  # noqa: E402
 
 
+# Fixed before any run (every third davis2016-train shot by name): the unseen set, never trained
+# on and never used for a choice (not by the ablations either), reported apart.
+UNSEEN_SHOTS = ("boat", "car-turn", "drift-turn", "hike", "kite-walk", "mallard-water",
+                "paragliding", "scooter-gray", "swing", "train")
+
+
+def development_sources(root) -> list:
+    """The davis2016-train shots that generation 2 may learn from (all but the unseen ten)."""
+    return [spec for spec in davis_sources(root) if spec.path.name not in UNSEEN_SHOTS]
+
+
+def unseen_sources(root) -> list:
+    return [spec for spec in davis_sources(root) if spec.path.name in UNSEEN_SHOTS]
+
+
 def run(events, label: str) -> None:
     started = time.perf_counter()
     last = None

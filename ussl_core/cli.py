@@ -79,16 +79,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from ussl_core.ingest import SourceSpec, add_sources, davis_sources
+    from ussl_core.ingest import add_sources, expand_sources
     from ussl_core.media import ShotSettings
 
-    specs: list[SourceSpec] = []
-    for source in args.sources:
-        if args.davis:
-            specs += davis_sources(source)
-        else:
-            gt = Path(args.ground_truth) if args.ground_truth else None
-            specs.append(SourceSpec(Path(source), gt, images=args.images))
+    gt = Path(args.ground_truth) if args.ground_truth else None
+    specs = expand_sources(args.sources, args.davis, args.images, gt)
     shots = ShotSettings(max_shot_length=args.max_shot_length)
     with _open(args.project, True, _holder(args)) as project:
         with project.job("add", {"sources": args.sources, "davis": args.davis}) as (_, log):
@@ -251,13 +246,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ussl_core.demo import DemoSettings, run_demo
-    from ussl_core.ingest import SourceSpec, davis_sources
+    from ussl_core.ingest import expand_sources
 
     def specs(paths):
-        out = []
-        for source in paths or []:
-            out += davis_sources(source) if args.davis else [SourceSpec(Path(source))]
-        return out
+        return expand_sources(paths or [], args.davis)
 
     settings = DemoSettings.reduced() if args.reduced else DemoSettings()
     if args.archs:
@@ -346,11 +338,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_next_generation(args: argparse.Namespace) -> int:
     from ussl_core.generations import GenerationSettings, next_generation
-    from ussl_core.ingest import SourceSpec, davis_sources
+    from ussl_core.ingest import expand_sources
 
-    sources: list = []
-    for source in args.add or []:
-        sources += davis_sources(source) if args.davis else [SourceSpec(Path(source), images=args.images)]
+    sources = expand_sources(args.add or [], args.davis, args.images)
     settings = GenerationSettings(threshold=None if args.top_percent else args.threshold,
                                   top_percent=args.top_percent)
     with _open(args.project, True, _holder(args)) as project:
@@ -377,13 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("init", cmd_init, "create an empty project folder")
     p.add_argument("project")
 
-    p = command("add", cmd_add, "add video files, frame folders or image folders to a project")
+    p = command("add", cmd_add, "add video files, frame folders, image folders, DAVIS roots or "
+                                 "folders of footage (their videos and frame folders) to a project")
     p.add_argument("project")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--ground-truth", metavar="DIR",
                    help="ground-truth masks named like the frames (DIR/<frame>.png or DIR/<video>/<frame>.png)")
     p.add_argument("--davis", action="store_true",
-                   help="each SOURCE is a DAVIS root: add every shot and its annotations")
+                   help="each SOURCE is a DAVIS root: add every shot and its annotations "
+                        "(recognised without this flag too)")
     p.add_argument("--images", action="store_true",
                    help="the folders hold unrelated images (unlabeled data), not video frames")
     p.add_argument("--max-shot-length", type=int, default=300, metavar="N")

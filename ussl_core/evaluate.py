@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ussl_core.ensemble import ensemble_mask
 from ussl_core.errors import UsslError
 from ussl_core.media import IMAGE_EXTENSIONS, natural_key
 from ussl_core.metrics import SegmentationScores
@@ -56,29 +57,35 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, n_thresholds: int = 256) -> d
     return result
 
 
-def evaluate_contenders(project, generation: int, video_ids: set[int] | None = None,
+def evaluate_contenders(project, generation: int | None = None, video_ids: set[int] | None = None,
                         max_frames: int | None = None, seed: int = 0, batch: int = 32,
-                        teacher: str = "videopca@g1") -> dict[str, dict]:
-    """Score the teacher, each student of a generation, Multi-Net and MultiSelect-Net with the
-    same metrics on the project's frames that have ground truth (ground truth is used only here).
+                        teacher: str = "videopca@g1", models: tuple[list, object] | None = None,
+                        frame_step: int = 1, ensembles: tuple[str, ...] = ("multi", "multiselect"),
+                        segmenter_options: dict | None = None) -> dict[str, dict]:
+    """Score the teacher, each student of a generation, and the ensembles with the same metrics
+    on the project's frames that have ground truth (ground truth is used only here).
 
-    Predictions are made from the stored frames (working size) and scored at the ground truth's
-    size. Returns {contender: metrics of SegmentationScores.result()}.
+    `models` = (student paths, EvalSeg-Net path or None) scores models from elsewhere (another
+    project, the shipped ones) on this project's frames instead of a generation's own. Frames:
+    every `frame_step`-th of each video, then at most `max_frames` of them at random. Ensembles
+    are named as `Segmenter.segment`'s methods ("multi" is reported as multi_net, "multiselect" as
+    multiselect_net, "mean" as mean_net). Predictions are made from the stored frames (working
+    size) and scored at the ground truth's size. Returns {contender: SegmentationScores.result()}.
     """
     import numpy as np
 
-    from ussl_core.ensemble import multi_net
-    from ussl_core.training import generation_models
     from ussl_core.predict import Segmenter
+    from ussl_core.training import generation_models
 
-    frames = [f for f in project.frames() if f.gt_path and (video_ids is None or f.video_id in video_ids)]
+    frames = [f for f in project.frames() if f.gt_path and (video_ids is None or f.video_id in video_ids)
+              and f.idx % frame_step == 0]
     if max_frames and len(frames) > max_frames:
         keep = sorted(np.random.default_rng(seed).permutation(len(frames))[:max_frames].tolist())
         frames = [frames[i] for i in keep]
     if not frames:
         raise UsslError(f"{project.root}: no frames with ground truth to evaluate on")
-    students, evalseg = generation_models(project, generation)
-    segmenter = Segmenter(students, evalseg) if students else None
+    students, evalseg = models if models is not None else generation_models(project, generation)
+    segmenter = Segmenter(students, evalseg, **(segmenter_options or {})) if students else None
     scores: dict[str, SegmentationScores] = {}
 
     def add(name: str, soft, gt) -> None:
@@ -111,8 +118,13 @@ def evaluate_contenders(project, generation: int, video_ids: set[int] | None = N
             for image, masks, gt in zip(chunk, segmenter.student_masks(chunk), gts[start:start + batch]):
                 for name, mask in masks.items():
                     add(name, mask, gt)
-                add("multi_net", multi_net(list(masks.values())), gt)
-                if segmenter.evalseg is not None:
-                    rated = segmenter.evalseg_scores(image, masks)
-                    add("multiselect_net", masks[max(rated, key=rated.get)], gt)
+                rated = (segmenter.evalseg_scores(image, masks)
+                         if segmenter.evalseg is not None and "multiselect" in ensembles else {})
+                for method in ensembles:
+                    if method == "multiselect" and not rated:
+                        continue
+                    add(ENSEMBLE_NAMES[method], ensemble_mask(masks, rated, method)[0], gt)
     return {name: s.result() for name, s in scores.items()}
+
+
+ENSEMBLE_NAMES = {"multi": "multi_net", "multiselect": "multiselect_net", "mean": "mean_net"}

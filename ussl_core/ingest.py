@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ussl_core.errors import MediaError
-from ussl_core.media import (IMAGE_EXTENSIONS, MediaSource, ShotSettings, list_image_files,
-                             natural_key, open_source, scan_shots)
+from ussl_core.media import (IMAGE_EXTENSIONS, MediaSource, ShotSettings, is_image_file,
+                             is_video_file, list_image_files, natural_key, open_source, scan_shots)
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project
 
@@ -49,6 +49,56 @@ def davis_sources(root: str | os.PathLike) -> list[SourceSpec]:
     annotations = root / "Annotations" / res.name
     return [SourceSpec(shot, annotations / shot.name if (annotations / shot.name).is_dir() else None)
             for shot in shots]
+
+
+def is_davis_root(path: Path) -> bool:
+    return (Path(path) / "JPEGImages").is_dir()
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    try:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError as exc:
+        raise MediaError(folder, f"cannot be listed ({exc.strerror or exc})") from None
+    return sorted(entries, key=lambda p: natural_key(p.name))
+
+
+def collection_members(folder: Path) -> list[Path]:
+    """The videos of a collection folder: its video files and its sub-folders of frames.
+
+    A folder is a collection when it holds no image of its own (then it is a frame folder) but
+    video files or folders of frames, as a folder of downloaded footage does. Empty list otherwise.
+    """
+    entries = _visible_entries(folder)
+    if any(is_image_file(p) and p.is_file() for p in entries):
+        return []
+    members = []
+    for entry in entries:
+        if entry.is_file() and is_video_file(entry):
+            members.append(entry)
+        elif entry.is_dir() and any(is_image_file(p) and p.is_file() for p in _visible_entries(entry)):
+            members.append(entry)
+    return members
+
+
+def expand_sources(paths: list[Path], davis: bool = False, images: bool = False,
+                   ground_truth: Path | None = None) -> list[SourceSpec]:
+    """The sources a user means by some paths: every shot of a DAVIS root (with its
+    annotations), every video file and frame folder of a collection folder (mixed footage in
+    one step), or the path itself (a video, a frame folder, or with `images` an image folder).
+
+    `davis` insists that each path is a DAVIS root (an error otherwise); DAVIS roots are also
+    recognised without it. `ground_truth` applies to the non-DAVIS sources (DIR/<frame>.png or
+    DIR/<video>/<frame>.png).
+    """
+    specs: list[SourceSpec] = []
+    for path in map(Path, paths):
+        if davis or (path.is_dir() and is_davis_root(path) and not images):
+            specs += davis_sources(path)
+            continue
+        members = collection_members(path) if path.is_dir() and not images else []
+        specs += [SourceSpec(m, ground_truth) for m in members] or [SourceSpec(path, ground_truth, images)]
+    return specs
 
 
 def ground_truth_files(folder: Path, frame_names: list[str]) -> list[Path | None]:

@@ -79,12 +79,9 @@ def _evalseg(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
 
 
 def _sources(spec: dict) -> list:
-    from ussl_core.ingest import SourceSpec, davis_sources
+    from ussl_core.ingest import expand_sources
 
-    sources = []
-    for path in spec.get("sources", []):
-        sources += davis_sources(path) if spec.get("davis") else [SourceSpec(Path(path), images=spec.get("images", False))]
-    return sources
+    return expand_sources(spec.get("sources", []), spec.get("davis", False), spec.get("images", False))
 
 
 def _add(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ussl_core.ensemble import COMMON_SIZE, ensemble_mask, resize_mask
+from ussl_core.ensemble import COMMON_SIZE, ENSEMBLES, ensemble_mask, resize_mask
 from ussl_core.errors import UsslError
 from ussl_core.media import resize_rgb
 
@@ -57,11 +57,15 @@ class LoadedModel:
 class Segmenter:
     """Students (+ optional EvalSeg-Net) loaded once; segments images one by one or in batches."""
 
-    def __init__(self, students: list[Path], evalseg: Path | None = None) -> None:
+    def __init__(self, students: list[Path], evalseg: Path | None = None,
+                 flip_average: bool = False) -> None:
+        """flip_average: each student's mask is the mean of its masks of the image and of the
+        image mirrored left to right (twice the time)."""
         if not students:
             raise UsslError("no student models to segment with; train one with `ussl train`")
         self.students = [LoadedModel(p) for p in students]
         self.evalseg = LoadedModel(evalseg) if evalseg else None
+        self.flip_average = flip_average
 
     @classmethod
     def from_project(cls, project_root: Path, generation: int | None = None) -> "Segmenter":
@@ -81,6 +85,9 @@ class Segmenter:
         for student in self.students:
             batch = np.stack([resize_rgb(im, (student.input_size, student.input_size)) for im in images])
             predictions = clip_unit(student(batch)[..., 0])
+            if self.flip_average:
+                mirrored = clip_unit(student(np.ascontiguousarray(batch[:, :, ::-1]))[..., 0])
+                predictions = 0.5 * (predictions + mirrored[:, :, ::-1])
             for i, p in enumerate(predictions):
                 out[i][student.name] = resize_mask(p, COMMON_SIZE)
         return out
@@ -105,7 +112,7 @@ class Segmenter:
         for image, masks in zip(images, self.student_masks(images)):
             rate = method == "multiselect" or (with_scores and self.evalseg is not None)
             scores = self.evalseg_scores(image, masks) if rate else {}
-            key = method if method in ("multi", "multiselect") else self._student_name(method)
+            key = method if method in ENSEMBLES else self._student_name(method)
             soft, chosen = ensemble_mask(masks, scores, key)
             full = resize_mask(soft, (image.shape[1], image.shape[0]))
             results.append(Segmentation(full, method, masks, scores, chosen))
@@ -117,4 +124,4 @@ class Segmenter:
                 return s.name
         known = ", ".join(s.name for s in self.students)
         raise UsslError(f"no student {key!r} among the loaded models ({known}); "
-                        "use multi, multiselect or one of these")
+                        "use multi, mean, multiselect or one of these")

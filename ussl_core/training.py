@@ -34,8 +34,20 @@ class TrainingSettings:
     epochs: int = 30
     batch_size: int = 8
     learning_rate: float = 1e-3
-    crop_fraction: float = 0.8       # share of the image area each random crop covers
+    # Random crops (the paper: 80 % of the image, scaled back up). Each crop's area share is
+    # drawn between min_crop_fraction and crop_fraction, its aspect ratio log-uniformly within
+    # 1 / (1 + aspect_jitter) .. 1 + aspect_jitter of the frame's.
+    crop_fraction: float = 0.8
+    min_crop_fraction: float = 0.8
+    aspect_jitter: float = 0.0
     flip: bool = True
+    # Photometric augmentation, for the gap between video frames and photographs: brightness,
+    # contrast and saturation change by up to this share (hue by a tenth of it) ...
+    colour_jitter: float = 0.0
+    # ... a share of the images is blurred (Gaussian, sigma up to 1.5 input pixels) ...
+    blur_probability: float = 0.0
+    # ... and a share is turned grey.
+    grey_probability: float = 0.0
     validation_share: float = 0.15   # share of the videos held out for validation
     seed: int = 0
     tensorboard: bool = False
@@ -49,6 +61,15 @@ class TrainingSettings:
             raise SettingsError(f"learning rate must be in (0, 1), not {self.learning_rate}")
         if not 0.1 <= self.crop_fraction <= 1:
             raise SettingsError("crop fraction must be in [0.1, 1]")
+        if not 0.1 <= self.min_crop_fraction <= self.crop_fraction:
+            raise SettingsError("min crop fraction must be in [0.1, crop fraction]")
+        if not 0 <= self.aspect_jitter <= 1:
+            raise SettingsError("aspect jitter must be in [0, 1]")
+        if not 0 <= self.colour_jitter <= 1:
+            raise SettingsError("colour jitter must be in [0, 1]")
+        for name in ("blur_probability", "grey_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SettingsError(f"{name.replace('_', ' ')} must be in [0, 1]")
         if not 0 <= self.validation_share < 1:
             raise SettingsError("validation share must be in [0, 1)")
 
@@ -114,32 +135,86 @@ def make_dataset(frames: np.ndarray, masks: np.ndarray, input_size: int, output_
     """Batches of (image float32 0..255 at input size, soft mask float32 0..1 at output size)."""
     import tensorflow as tf
 
-    side = math.sqrt(settings.crop_fraction)
-
     def prepare(frame, mask):
         image = tf.cast(frame, tf.float32)
         target = tf.cast(mask[..., None], tf.float32) / 255.0
-        if augment:
-            height = tf.cast(tf.shape(image)[0], tf.float32)
-            width = tf.cast(tf.shape(image)[1], tf.float32)
-            crop_h = tf.cast(height * side, tf.int32)
-            crop_w = tf.cast(width * side, tf.int32)
-            top = tf.random.uniform((), 0, tf.shape(image)[0] - crop_h + 1, tf.int32)
-            left = tf.random.uniform((), 0, tf.shape(image)[1] - crop_w + 1, tf.int32)
-            image = image[top:top + crop_h, left:left + crop_w]
-            target = target[top:top + crop_h, left:left + crop_w]
-            if settings.flip and tf.random.uniform(()) < 0.5:
-                image = image[:, ::-1]
-                target = target[:, ::-1]
-        image = tf.image.resize(image, (input_size, input_size), antialias=True)
-        target = tf.image.resize(target, (output_size, output_size), antialias=True)
-        return image, target
+        return augment_pair(image, target, input_size, output_size, settings, augment)
 
     data = tf.data.Dataset.from_tensor_slices((frames, masks))
     if shuffle:
         data = data.shuffle(len(frames), seed=settings.seed, reshuffle_each_iteration=True)
     data = data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def augment_pair(image, target, input_size: int, output_size: int, settings: TrainingSettings,
+                 augment: bool = True):
+    """One training pair (image H x W x 3 float 0..255, target H x W x 1 in 0..1) cropped,
+    flipped, resized to the model's sizes and photometrically changed as the settings say.
+    Geometric changes apply to both; photometric ones to the image only."""
+    import tensorflow as tf
+
+    if augment:
+        image, target = _random_crop(image, target, settings)
+        if settings.flip and tf.random.uniform(()) < 0.5:
+            image = image[:, ::-1]
+            target = target[:, ::-1]
+    image = tf.image.resize(image, (input_size, input_size), antialias=True)
+    target = tf.image.resize(target, (output_size, output_size), antialias=True)
+    if augment:
+        image = _photometric(image, settings)
+    return image, target
+
+
+def _random_crop(image, target, settings: TrainingSettings):
+    import tensorflow as tf
+
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    area = tf.random.uniform((), settings.min_crop_fraction, settings.crop_fraction + 1e-9)
+    log_jitter = math.log1p(settings.aspect_jitter)
+    aspect = tf.exp(tf.random.uniform((), -log_jitter, log_jitter + 1e-9))
+    crop_h = tf.clip_by_value(tf.cast(height * tf.sqrt(area / aspect), tf.int32), 1, tf.shape(image)[0])
+    crop_w = tf.clip_by_value(tf.cast(width * tf.sqrt(area * aspect), tf.int32), 1, tf.shape(image)[1])
+    top = tf.random.uniform((), 0, tf.shape(image)[0] - crop_h + 1, tf.int32)
+    left = tf.random.uniform((), 0, tf.shape(image)[1] - crop_w + 1, tf.int32)
+    return (image[top:top + crop_h, left:left + crop_w],
+            target[top:top + crop_h, left:left + crop_w])
+
+
+def _photometric(image, settings: TrainingSettings):
+    """Colour jitter, blur and grey on an image at the input size (cheaper than at full size)."""
+    import tensorflow as tf
+
+    jitter = settings.colour_jitter
+    if jitter > 0:
+        rgb = image / 255.0
+        rgb = tf.image.adjust_hue(rgb, tf.random.uniform((), -0.1 * jitter, 0.1 * jitter))
+        rgb = tf.image.adjust_saturation(rgb, tf.random.uniform((), 1 - jitter, 1 + jitter))
+        mean = tf.reduce_mean(rgb)
+        rgb = (rgb - mean) * tf.random.uniform((), 1 - jitter, 1 + jitter) + mean
+        rgb = rgb * tf.random.uniform((), 1 - jitter, 1 + jitter)
+        image = tf.clip_by_value(rgb, 0.0, 1.0) * 255.0
+    if settings.blur_probability > 0 and tf.random.uniform(()) < settings.blur_probability:
+        image = _gaussian_blur(image, tf.random.uniform((), 0.3, 1.5))
+    if settings.grey_probability > 0 and tf.random.uniform(()) < settings.grey_probability:
+        image = tf.repeat(tf.reduce_mean(image, axis=-1, keepdims=True), 3, axis=-1)
+    return image
+
+
+def _gaussian_blur(image, sigma, radius: int = 3):
+    """A separable Gaussian blur of one H x W x 3 image (reflected borders)."""
+    import tensorflow as tf
+
+    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(offsets / sigma))
+    kernel /= tf.reduce_sum(kernel)
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
+    rows = tf.tile(tf.reshape(kernel, (-1, 1, 1, 1)), (1, 1, 3, 1))
+    cols = tf.tile(tf.reshape(kernel, (1, -1, 1, 1)), (1, 1, 3, 1))
+    out = tf.nn.depthwise_conv2d(padded, rows, (1, 1, 1, 1), "VALID")
+    out = tf.nn.depthwise_conv2d(out, cols, (1, 1, 1, 1), "VALID")
+    return out[0]
 
 
 def distribution_strategy():
@@ -220,7 +295,69 @@ def train_student(project: Project, arch: str, preset: str = "compact",
         "train_pairs": int(len(train_idx)), "validation_pairs": int(len(val_idx)),
         "train_videos": sorted({int(v) for v in data.video_ids[train_idx]}),
         "validation_videos": sorted({int(v) for v in data.video_ids[val_idx]})}
-    yield save_trained(model, paths, card)
+    # Calibrated on the held-out videos (the training pairs when there are none).
+    held_out = len(val_idx) > 0
+    raw, targets = predict_pairs(model, dataset(val_idx if held_out else train_idx, False, False))
+    slope, offset = fit_calibration(raw, targets, seed=settings.seed)
+    card["calibration"] = {"slope": slope, "offset": offset, "target": "teacher mask > 0.5",
+                           "fitted_on": "validation videos" if held_out else "training pairs",
+                           "pairs": int(len(raw))}
+    yield save_trained(calibrated(model, slope, offset), paths, card)
+
+
+def predict_pairs(model, dataset, limit: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """A model's raw masks of up to `limit` pairs of a dataset, and their targets."""
+    predictions, targets, count = [], [], 0
+    for images, batch_targets in dataset:
+        predictions.append(np.asarray(model(images, training=False)))
+        targets.append(np.asarray(batch_targets))
+        count += len(images)
+        if count >= limit:
+            break
+    return np.concatenate(predictions)[:limit], np.concatenate(targets)[:limit]
+
+
+# Where the teacher's masks of the calibration pairs are all background or all foreground, a
+# fixed map that keeps 0.5 at 0.5 and saturates at 0 and 1 (what clipping did before).
+NEUTRAL_CALIBRATION = (8.0, -4.0)
+
+
+def fit_calibration(raw: np.ndarray, targets: np.ndarray, max_pixels: int = 200_000,
+                    seed: int = 0) -> tuple[float, float]:
+    """(slope, offset) of the logistic map sigmoid(slope * raw + offset) that best predicts
+    where the teacher's mask exceeds 0.5 (maximum likelihood, Newton's method, a small ridge)."""
+    x = np.asarray(raw, np.float64).ravel()
+    y = (np.asarray(targets).ravel() > 0.5).astype(np.float64)
+    if len(x) > max_pixels:
+        keep = np.random.default_rng(seed).choice(len(x), max_pixels, replace=False)
+        x, y = x[keep], y[keep]
+    spread = x.std()
+    if y.min() == y.max() or spread == 0:
+        return NEUTRAL_CALIBRATION
+    z = (x - x.mean()) / spread
+    w = np.zeros(2)   # offset, slope on the standardised scale
+    design = np.stack([np.ones_like(z), z], axis=1)
+    ridge = np.diag([0.0, 1e-6 * len(z)])
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        gradient = design.T @ (p - y) + ridge @ w
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    slope = w[1] / spread
+    return float(slope), float(w[0] - slope * x.mean())
+
+
+def calibrated(model, slope: float, offset: float):
+    """The model with its calibration as a last layer ("calibrated"), same name and inputs."""
+    import keras
+
+    from ussl_core.models.layers import Calibration
+
+    output = Calibration(slope, offset, name="calibrated")(model.output)
+    return keras.Model(model.input, output, name=model.name)
 
 
 def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: TrainingSettings):
@@ -237,8 +374,15 @@ def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: Train
             state = json.loads(paths["state"].read_text())
         else:
             model = build()
-            model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
+            compile_student(model, settings)
     return model, state
+
+
+def compile_student(model, settings: TrainingSettings) -> None:
+    """The optimizer and loss every student (and EvalSeg-Net) trains with."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
 
 
 def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSettings,
@@ -261,9 +405,15 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"])))
 
+    # One endless iterator for the whole run: Keras made a fresh one every epoch, which cost up
+    # to 4.6 s an epoch here (filling the shuffle buffer and the parallel map again).
+    val_steps = int(val_ds.cardinality()) if val_ds is not None else None
+
     def fit() -> None:
         try:
-            model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs,
+            model.fit(train_ds.repeat(), steps_per_epoch=steps,
+                      validation_data=val_ds.repeat() if val_ds is not None else None,
+                      validation_steps=val_steps, epochs=settings.epochs,
                       initial_epoch=state["epoch"], callbacks=callbacks, verbose=0, shuffle=False)
             events.put(("done", None))
         except BaseException as exc:  # forwarded to the consumer's thread

@@ -27,6 +27,7 @@ from app.widgets.drops import dropped_paths
 from app.widgets.job_progress import EtaEstimator, eta_text, format_duration
 from app.widgets.mask_view import MaskView
 from app.widgets.settings_form import SettingsForm
+from ussl_core.ingest import is_davis_root
 from ussl_core.media import VIDEO_EXTENSIONS, MediaSource, is_video_file, open_source, resize_rgb
 from ussl_core.progress import Progress
 from ussl_core.purity import read_ground_truth
@@ -839,20 +840,22 @@ class VideosPanel(QWidget):
             self.add_paths([Path(p) for p in paths])
 
     def add_folder_dialog(self) -> None:
-        what = "image collection" if self.images_check.isChecked() else "folder of frames (or DAVIS root)"
+        what = ("image collection" if self.images_check.isChecked()
+                else "folder of frames, of videos, or a DAVIS root")
         path = QFileDialog.getExistingDirectory(self, f"Add a {what}")
         if path:
             self.add_paths([Path(path)])
 
     def add_paths(self, paths: list[Path]) -> list[dict]:
-        """Start adding files and folders: DAVIS roots, frame folders or image folders, videos.
+        """Start adding files and folders: videos, frame folders, image folders, DAVIS roots
+        and folders of footage (each of their videos and frame folders; the job expands them).
 
         Returns the job specs (the first starts now, the others when it ends)."""
         images = self.images_check.isChecked()
         davis, folders, videos, skipped = [], [], [], []
         for path in paths:
             if path.is_dir():
-                (davis if (path / "JPEGImages").is_dir() else folders).append(str(path))
+                (davis if is_davis_root(path) else folders).append(str(path))
             elif path.is_file() and is_video_file(path):
                 videos.append(str(path))
             else:

@@ -21,6 +21,9 @@ def test_each_method_from_the_students_masks() -> None:
     assert ensemble_mask(masks, {"a": 0.9, "b": 0.8}, "multiselect")[1] == "a"
     single, chosen = ensemble_mask(masks, {}, "a")
     assert single is masks["a"] and chosen is None
+    mean, chosen = ensemble_mask(masks, {}, "mean")
+    np.testing.assert_allclose(mean, (masks["a"] + masks["b"]) / 2, rtol=1e-6)
+    assert chosen is None and mean.dtype == np.float32
 
 
 def test_clear_errors() -> None:

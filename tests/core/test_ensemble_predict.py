@@ -101,6 +101,20 @@ def test_student_masks_match_the_models(segmenter, models) -> None:
     assert masks[0]["g1_basic_unet_tiny"].std() > 0
 
 
+def test_flip_average_is_the_mean_of_the_image_and_its_mirror(models) -> None:
+    from ussl_core.predict import Segmenter
+
+    plain = Segmenter([models["unet"]])
+    flipped = Segmenter([models["unet"]], flip_average=True)
+    picture = images()[0]
+    name = "g1_basic_unet_tiny"
+    mirror = np.ascontiguousarray(picture[:, ::-1])
+    own, of_mirror = (plain.student_masks([p])[0][name] for p in (picture, mirror))
+    np.testing.assert_allclose(flipped.student_masks([picture])[0][name],
+                               0.5 * (own + of_mirror[:, ::-1]), atol=1e-5)
+    assert not np.allclose(own, of_mirror[:, ::-1], atol=1e-3)   # the mirror does change it
+
+
 def test_segment_multi_named_and_multiselect(segmenter) -> None:
     pictures = images()
     student = segmenter.student_masks(pictures)

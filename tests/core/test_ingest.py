@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ussl_core.errors import MediaError, ProjectError
-from ussl_core.ingest import SourceSpec, add_sources, davis_sources, ground_truth_files
+from ussl_core.ingest import (SourceSpec, add_sources, davis_sources, expand_sources,
+                             ground_truth_files)
 from ussl_core.media import ShotSettings
 from ussl_core.progress import CancelToken, Cancelled
 from ussl_core.sample import SampleSpec, generate_video, write_frame_folder
@@ -254,3 +255,50 @@ def test_real_davis_train_root(tmp_path):
         assert elapsed < 30, f"adding 2079 frames took {elapsed:.1f} s"
     finally:
         project.close()
+
+
+# ----------------------------------------------------------------------------- collection folders
+
+
+def write_mjpg(path: Path, n: int, size: tuple[int, int] = (32, 24)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
+    assert writer.isOpened()
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    for i in range(n):
+        writer.write(np.roll(base, i, axis=1))
+    writer.release()
+
+
+def test_a_folder_of_footage_adds_each_video_and_frame_folder_in_one_step(tmp_path, project):
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    write_mjpg(footage / "clip-a.avi", 8)
+    write_frames(footage / "shot-b", 5)
+    (footage / "empty-folder").mkdir()
+    (footage / "notes.txt").write_text("not media")
+    specs = expand_sources([footage])
+    assert [s.path.name for s in specs] == ["clip-a.avi", "shot-b"]
+    list(add_sources(project, specs))
+    assert sorted((v.name, v.frame_count) for v in project.videos()) == [("clip-a", 8), ("shot-b", 5)]
+
+
+def test_expand_sources_keeps_frame_folders_videos_and_image_collections_whole(tmp_path):
+    frames = tmp_path / "frames"
+    write_frames(frames, 3)
+    write_frames(frames / "nested", 2)        # a folder with images of its own is a frame folder
+    davis = fake_davis(tmp_path / "davis", "480p", {"a": True, "b": False})
+    assert expand_sources([frames]) == [SourceSpec(frames)]
+    assert expand_sources([frames], images=True) == [SourceSpec(frames, images=True)]
+    assert [s.path.name for s in expand_sources([davis])] == ["a", "b"]   # recognised as DAVIS
+    assert expand_sources([davis]) == expand_sources([davis], davis=True)
+    with pytest.raises(MediaError, match="not a DAVIS root"):
+        expand_sources([frames], davis=True)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "extra-videos").is_dir(), reason="needs ../shared/data")
+def test_the_shared_extra_videos_folder_expands_to_its_25_shots():
+    specs = expand_sources([SHARED_DATA / "extra-videos"])
+    assert len(specs) == 25
+    assert sum(s.path.suffix == ".mp4" for s in specs) == 20
+    assert {s.path.name for s in specs if s.path.is_dir()} >= {"gopro-motorbike", "davis17-giant-slalom"}

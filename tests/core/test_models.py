@@ -242,3 +242,33 @@ def test_models_json_lists_both_presets(capsys) -> None:
         elif row["name"] in PAPER_PARAMS:
             assert abs(row["params"] - PAPER_PARAMS[row["name"]]) <= 0.15 * PAPER_PARAMS[row["name"]]
         assert row["input_size"] == SIZES[row["preset"]][row["name"]][0]
+
+
+def test_fused_batch_normalization_matches_keras_and_round_trips(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from ussl_core.models.layers import FusedBatchNormalization
+
+    x = np.random.default_rng(0).normal(2, 3, (8, 12, 12, 6)).astype(np.float32)
+    fused, plain = FusedBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    fused.build(x.shape)
+    plain.build(x.shape)
+    plain.set_weights(fused.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        inputs = tf.constant(x)
+        tape.watch(inputs)
+        ours, theirs = fused(inputs, training=True), plain(inputs, training=True)
+        loss_ours, loss_theirs = tf.reduce_sum(ours ** 2 * x), tf.reduce_sum(theirs ** 2 * x)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    np.testing.assert_allclose(tape.gradient(loss_ours, inputs), tape.gradient(loss_theirs, inputs),
+                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, atol=1e-5)
+    # The moving variance is the fused kernel's unbiased one: n / (n - 1) of Keras' own.
+    n = 8 * 12 * 12
+    np.testing.assert_allclose(fused.moving_variance - 0.9, (plain.moving_variance - 0.9) * n / (n - 1),
+                               rtol=1e-3)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-3, atol=1e-3)
+    model = keras.Sequential([keras.Input((12, 12, 6)), fused])
+    save_model_atomic(model, tmp_path / "bn.keras")
+    loaded = load_model(tmp_path / "bn.keras")
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)

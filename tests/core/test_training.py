@@ -26,8 +26,9 @@ from ussl_core.progress import CancelToken, Cancelled
 from ussl_core.selection import SelectionSettings, select
 from ussl_core.store import Project
 from ussl_core.teacher.runner import producer_name, run_teacher
-from ussl_core.training import (TrainingData, TrainingSettings, held_out_videos, load_selection,
-                                make_dataset, model_paths, train_student)
+from ussl_core.training import (NEUTRAL_CALIBRATION, TrainingData, TrainingSettings,
+                                fit_calibration, held_out_videos, load_selection, make_dataset,
+                                model_paths, train_student)
 
 N_VIDEOS, N_FRAMES = 3, 20
 CARD_KEYS = {"architecture", "preset", "generation", "training_data", "settings", "seed",
@@ -100,6 +101,13 @@ def test_train_student_events_card_and_video_split(project_root: Path) -> None:
 
     model = load_model(paths["model"])
     assert tuple(model.output_shape) == (None, 16, 16, 1)
+    # Calibrated on the held-out video's teacher masks: the saved model ends in the fitted map.
+    calibration = card["calibration"]
+    assert calibration["fitted_on"] == "validation videos" and calibration["pairs"] == len(val_idx)
+    layer = model.get_layer("calibrated")
+    assert (layer.slope, layer.offset) == (calibration["slope"], calibration["offset"])
+    outputs = np.asarray(model(np.zeros((1, 64, 64, 3), np.float32)))
+    assert np.all((outputs > 0) & (outputs < 1))
 
 
 def test_held_out_videos_split_whole_videos() -> None:
@@ -318,3 +326,50 @@ def test_dataset_sizes_and_no_augmentation() -> None:
     assert image[..., 0].min() == 0 and image[..., 0].max() == 119
     assert np.all(np.diff(image[40, :, 0]) > 0)
     assert 0.0 <= target.min() and target.max() <= 1.0
+
+
+def test_calibration_recovers_a_logistic_map_and_falls_back_when_it_cannot() -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(-1, 2, 200_000)
+    teacher = rng.uniform(0, 1, raw.size) < 1 / (1 + np.exp(-(4.0 * raw - 2.0)))
+    slope, offset = fit_calibration(raw, teacher.astype(np.float32), max_pixels=100_000)
+    assert abs(slope - 4.0) < 0.15 and abs(offset + 2.0) < 0.1
+    # Dim raw masks (a student that rarely exceeds 0.3 where the teacher says foreground) are
+    # mapped so that 0.5 separates what the teacher calls foreground.
+    dim = np.where(teacher, 0.3, 0.05) + rng.normal(0, 0.02, raw.size)
+    slope, offset = fit_calibration(dim, teacher)
+    calibrated = 1 / (1 + np.exp(-(slope * dim + offset)))
+    assert np.mean((calibrated > 0.5) == teacher) > 0.99
+    assert fit_calibration(np.linspace(0, 1, 50), np.zeros(50)) == NEUTRAL_CALIBRATION
+    assert fit_calibration(np.ones(50), np.linspace(0, 1, 50)) == NEUTRAL_CALIBRATION
+
+
+def test_recipe_augmentation_scales_colours_blurs_and_greys_on_a_tiny_input() -> None:
+    frame, mask = coordinate_frame()
+    n = 64
+    settings = TrainingSettings(min_crop_fraction=0.3, crop_fraction=1.0, aspect_jitter=0.5,
+                                colour_jitter=0.5, blur_probability=0.5, grey_probability=0.3)
+    ds = make_dataset(np.repeat(frame[None], n, 0), np.repeat(mask[None], n, 0), 24, 24, n,
+                      augment=True, settings=settings, shuffle=False)
+    images, targets = (np.asarray(t) for t in next(iter(ds)))
+    assert images.shape == (n, 24, 24, 3) and targets.shape == (n, 24, 24, 1)
+    assert 0 <= images.min() and images.max() <= 255 and 0 <= targets.min() and targets.max() <= 1
+    # Geometry: the target (the column, unchanged by colour) spans crops of many sizes.
+    spans = targets[..., 0].max(axis=(1, 2)) - targets[..., 0].min(axis=(1, 2))
+    assert spans.min() < 0.6 * 119 / 255 and spans.max() > 0.9 * 119 / 255
+    # Grey images have equal channels; about 30 % of them.
+    grey = np.all(np.abs(images[..., 0] - images[..., 2]) < 1e-3, axis=(1, 2))
+    assert 5 <= grey.sum() <= 35
+    # Colour jitter moves the mean brightness of the same content.
+    plain = make_dataset(np.repeat(frame[None], n, 0), np.repeat(mask[None], n, 0), 24, 24, n,
+                         augment=True, settings=TrainingSettings(min_crop_fraction=1.0, crop_fraction=1.0,
+                                                                 flip=False, colour_jitter=0.5),
+                         shuffle=False)
+    jittered = np.asarray(next(iter(plain))[0])
+    assert jittered.mean(axis=(1, 2, 3)).std() > 3.0
+    # Blur: a stripe pattern loses most of its contrast.
+    from ussl_core.training import _gaussian_blur
+    stripes = np.repeat((np.indices((24, 24))[1] % 2 * 255.0)[..., None], 3, axis=2).astype(np.float32)
+    blurred = np.asarray(_gaussian_blur(stripes, 1.2))
+    assert blurred.shape == stripes.shape
+    assert np.abs(np.diff(blurred[..., 0], axis=1)).mean() < 0.2 * 255

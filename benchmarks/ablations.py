@@ -1,0 +1,151 @@
+"""Recipe ablations at a reduced scale, on the development data only; prints JSON lines.
+
+    python benchmarks/ablations.py --out /tmp/ablations --variants base,extra,... [--archs basic_unet]
+
+Setup (once, kept in --out): a project of generation-1 video (davis2016-val and extra-videos,
+VideoPCA masks) and a scoring project of the 20 development shots of davis2016-train (VideoPCA
+masks, used only to score). The 10 unseen davis2016-train shots (`generations.UNSEEN_SHOTS`) are
+never read here. Each variant selects, trains the given students for a fixed budget of image
+steps, and scores every fifth frame: max mean IoU of each student and the teacher on
+davis2016-val ("val") and on the development shots of davis2016-train ("train"), plus CorLoc at
+the product's own threshold. A variant already in results.jsonl is skipped, so the script resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from generations import development_sources  # noqa: E402
+from ussl_core.evaluate import evaluate_contenders  # noqa: E402
+from ussl_core.ingest import add_sources, davis_sources, expand_sources  # noqa: E402
+from ussl_core.purity import n_kept, rank_best_first  # noqa: E402
+from ussl_core.store import Project  # noqa: E402
+from ussl_core.teacher.runner import run_teacher  # noqa: E402
+from ussl_core.training import TrainingSettings, load_selection, train_student  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEACHER = "videopca@g1"
+
+# name: (selection, training overrides). Selection: which videos ("val" or "all"), top percent,
+# per video or over all masks. Every variant trains for the same image steps (--images).
+BASE_SELECTION = {"videos": "val", "top_percent": 20.0, "per_video": True}
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "base": ({}, {}),
+    "extra": ({"videos": "all"}, {}),
+    "extra_global20": ({"videos": "all", "per_video": False}, {}),
+    "extra_global10": ({"videos": "all", "per_video": False, "top_percent": 10.0}, {}),
+    "extra_video40": ({"videos": "all", "top_percent": 40.0}, {}),
+    "extra_scale": ({"videos": "all"}, {"min_crop_fraction": 0.35, "crop_fraction": 1.0,
+                                         "aspect_jitter": 0.3}),
+    "extra_photo": ({"videos": "all"}, {"colour_jitter": 0.3, "blur_probability": 0.3,
+                                         "grey_probability": 0.05}),
+    "extra_scale_photo": ({"videos": "all"}, {"min_crop_fraction": 0.35, "crop_fraction": 1.0,
+                                               "aspect_jitter": 0.3, "colour_jitter": 0.3,
+                                               "blur_probability": 0.3, "grey_probability": 0.05}),
+}
+
+
+def drain(events, label: str) -> None:
+    started = time.perf_counter()
+    last = None
+    for last in events:
+        pass
+    print(f"[{time.perf_counter() - started:7.1f} s] {label}: {last.message if last else ''}",
+          file=sys.stderr, flush=True)
+
+
+def open_or_create(root: Path) -> Project:
+    return Project.open(root, write=True) if (root / "project.sqlite").exists() else Project.create(root)
+
+
+def setup(out: Path, workers: int) -> None:
+    """The development project (val + extra) and the scoring project (train's 20 development shots)."""
+    with open_or_create(out / "dev") as project:
+        drain(add_sources(project, davis_sources(DATA / "davis2016-val")
+                          + expand_sources([DATA / "extra-videos"])), "add val + extra")
+        drain(run_teacher(project, workers=workers), "teacher on val + extra")
+    with open_or_create(out / "score") as project:
+        drain(add_sources(project, development_sources(DATA / "davis2016-train")), "add train (development shots)")
+        drain(run_teacher(project, workers=workers), "teacher on train (scoring only)")
+
+
+def select_variant(project: Project, selection: dict) -> int:
+    """Store the variant's selection (made active) and return its id."""
+    producer = project.producer(TEACHER)
+    val_names = {spec.path.name for spec in davis_sources(DATA / "davis2016-val")}
+    videos = {v.id for v in project.videos() if selection["videos"] == "all" or v.name in val_names}
+    masks = [m for m in project.masks(producer.id) if m.video_id in videos]
+    groups: dict = {}
+    for m in masks:
+        groups.setdefault(m.video_id if selection["per_video"] else None, []).append(m)
+    chosen = []
+    for group in groups.values():
+        order = rank_best_first(np.array([m.score for m in group]))
+        chosen += [group[i].frame_id for i in order[: n_kept(selection["top_percent"], len(group))]]
+    return project.save_selection(producer.id, "top_percent", selection["top_percent"],
+                                  selection["per_video"], sorted(chosen), 0, 0)
+
+
+def score(project: Project, models: list[Path], step: int) -> dict:
+    results = evaluate_contenders(project, models=(models, None), frame_step=step, ensembles=())
+    return {name: {"iou": round(r["max_mean_iou"], 4), "corloc": round(r["corloc"], 4),
+                   "threshold": round(r["max_mean_iou_threshold"], 3)} for name, r in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--variants", default="base,extra")
+    parser.add_argument("--archs", default="basic_unet")
+    parser.add_argument("--images", type=int, default=12000, help="image steps per student")
+    parser.add_argument("--step", type=int, default=5, help="score every STEP-th frame")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    out = Path(args.out)
+    results_file = out / "results.jsonl"
+    done = {json.loads(line)["variant"] for line in results_file.read_text().splitlines()} \
+        if results_file.exists() else set()
+    setup(out, args.workers)
+    for variant in args.variants.split(","):
+        if variant in done:
+            continue
+        selection_overrides, training_overrides = VARIANTS[variant]
+        selection = {**BASE_SELECTION, **selection_overrides}
+        started = time.perf_counter()
+        with Project.open(out / "dev", write=True) as project:
+            data = load_selection(project, select_variant(project, selection))
+            settings = replace(TrainingSettings(), **training_overrides)
+            epochs = max(1, round(args.images / (len(data.frames) * (1 - settings.validation_share))))
+            settings = replace(settings, epochs=epochs)
+            models = []
+            for arch in args.archs.split(","):
+                name = f"abl_{variant}_{arch}"
+                if not (project.root / "models" / f"{name}.keras").exists():
+                    drain(train_student(project, arch, "compact", settings, name=name, resume=True,
+                                        data=data), f"{variant} {arch}")
+                models.append(project.root / "models" / f"{name}.keras")
+            val = score(project, models, args.step)
+        with Project.open(out / "score") as project:
+            train = score(project, models, args.step)
+        record = {"variant": variant, "selection": selection, "training": training_overrides,
+                  "pairs": int(len(data.frames)), "epochs": epochs,
+                  "val": val, "train": train, "seconds": round(time.perf_counter() - started)}
+        with results_file.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()
