@@ -55,3 +55,17 @@ def save_tiny_models(folder: Path, generation: int = 1) -> dict[str, Path]:
             "lowres": save_model_with_card(lowres, folder, f"{g}_lowres_tiny", "lowres", generation),
             "evalseg": save_model_with_card(scoring_evalseg(32), folder, f"{g}_evalseg_tiny",
                                             "evalseg", generation)}
+
+
+def save_tiny_builtin(folder: Path) -> Path:
+    """A stand-in for ussl_core/builtin: the tiny models and a card naming them."""
+    paths = save_tiny_models(folder, generation=2)
+    for key, arch in (("unet", "basic_unet"), ("lowres", "lowres"), ("evalseg", "evalseg")):
+        card_path = paths[key].with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        card["architecture"] = arch
+        card_path.write_text(json.dumps(card))
+    (folder / "card.json").write_text(json.dumps({
+        "students": [paths["unet"].stem, paths["lowres"].stem], "evalseg": paths["evalseg"].stem,
+        "data": [{"source": "generated test images", "licence": "none"}]}))
+    return folder

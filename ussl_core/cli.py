@@ -7,6 +7,7 @@ cancelled step (Ctrl-C) keeps what it completed and exits 130.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -267,9 +268,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _training_settings(args: argparse.Namespace):
     from ussl_core.training import TrainingSettings
 
-    return TrainingSettings(epochs=args.epochs, batch_size=args.batch_size,
-                            learning_rate=args.learning_rate, seed=args.seed,
-                            tensorboard=args.tensorboard)
+    return settings_from_args(TrainingSettings, args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -328,11 +327,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from ussl_core.segment import segment_paths
+    from ussl_core.segment import SegmentSettings, is_model_or_project, segment_paths
 
-    last = drive(segment_paths(Path(args.model), [Path(p) for p in args.inputs], Path(args.out),
-                               args.ensemble, args.boxes, args.grabcut), None, args.quiet)
-    print(f"wrote {last.done if last else 0} masks to {args.out}")
+    inputs = [Path(p) for p in args.inputs]
+    model = Path(args.model) if args.model else None
+    # The earlier form `ussl segment MODEL_OR_PROJECT INPUT...` still works.
+    if model is None and len(inputs) > 1 and is_model_or_project(inputs[0]):
+        model, inputs = inputs[0], inputs[1:]
+    settings = SegmentSettings(method=args.ensemble, flip_average=args.flip_average,
+                               threshold=args.threshold)
+    last = drive(segment_paths(model, inputs, Path(args.out), settings, args.boxes, args.grabcut),
+                 None, args.quiet)
+    print(f"wrote {last.done if last else 0} masks to {args.out}"
+          + ("" if model else " (with the models shipped with ussl)"))
     return 0
 
 
@@ -345,13 +352,41 @@ def cmd_next_generation(args: argparse.Namespace) -> int:
                                   top_percent=args.top_percent)
     with _open(args.project, True, _holder(args)) as project:
         with project.job("next-generation", {"add": args.add, "threshold": settings.threshold,
-                                             "top_percent": settings.top_percent}) as (_, log):
-            last = drive(next_generation(project, sources, settings, args.workers), log, args.quiet)
+                                             "top_percent": settings.top_percent,
+                                             "teacher": args.teacher}) as (_, log):
+            last = drive(next_generation(project, sources, settings, args.workers,
+                                         teacher=args.teacher), log, args.quiet)
     print(last.message if last else "")
     return 0
 
 
 # ----------------------------------------------------------------------------- parser
+def add_settings_flags(parser: argparse.ArgumentParser, settings_type, defaults=None) -> None:
+    """One flag per field of a settings dataclass (--field-name), its default taken from
+    `defaults` (an instance; the dataclass's own defaults if None) and its help from the field."""
+    defaults = defaults if defaults is not None else settings_type()
+    for item in dataclasses.fields(settings_type):
+        default = getattr(defaults, item.name)
+        flag = "--" + item.name.replace("_", "-")
+        help_ = f"{item.metadata.get('help', '')} (default {default})".strip()
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        else:
+            parser.add_argument(flag, type=type(default), default=default,
+                                metavar=item.name.split("_")[-1].upper(), help=help_)
+
+
+def settings_from_args(settings_type, args: argparse.Namespace):
+    """The settings dataclass from the flags `add_settings_flags` made."""
+    return settings_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_type)})
+
+
+def _segment_defaults():
+    from ussl_core.segment import SegmentSettings
+
+    return SegmentSettings()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ussl", description="Unsupervised learning of foreground segmentation from video "
@@ -426,27 +461,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, metavar="DIR")
     p.add_argument("--gt", required=True, metavar="DIR")
     p.add_argument("--json", action="store_true")
-    def training_flags(p: argparse.ArgumentParser, epochs: int) -> None:
+    from ussl_core.evalseg import evalseg_settings
+    from ussl_core.training import TrainingSettings
+
+    def training_flags(p: argparse.ArgumentParser, defaults) -> None:
         p.add_argument("--preset", default="compact", choices=["compact", "paper"])
-        p.add_argument("--epochs", type=int, default=epochs, metavar="N")
-        p.add_argument("--batch-size", type=int, default=8, metavar="B")
-        p.add_argument("--learning-rate", type=float, default=1e-3, metavar="LR")
-        p.add_argument("--seed", type=int, default=0, metavar="S")
+        add_settings_flags(p, TrainingSettings, defaults)
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
-        p.add_argument("--tensorboard", action="store_true", help="also log to PROJECT/logs/tensorboard")
         p.add_argument("--quiet", action="store_true")
 
     p = command("train", cmd_train, "train students on the active selection, one after another")
     p.add_argument("project")
     p.add_argument("--arch", default="basic_unet", metavar="A,B,...",
                    help="lowres, fconv, basic_unet, dilate_unet, dense_unet (comma-separated)")
-    training_flags(p, 30)
+    training_flags(p, TrainingSettings())
 
     p = command("evalseg", cmd_evalseg, "train EvalSeg-Net for the current generation")
     p.add_argument("project")
     p.add_argument("--max-frames", type=int, default=600, metavar="N",
                    help="frames (each with every student's mask) to learn from")
-    training_flags(p, 15)
+    training_flags(p, evalseg_settings())
 
     p = command("next-generation", cmd_next_generation,
                 "make the students the teacher of the next generation: candidates, scores, selection")
@@ -457,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.8, metavar="T",
                    help="keep candidates EvalSeg-Net scores above T (default 0.8, the paper's)")
     p.add_argument("--top-percent", type=float, metavar="P", help="or keep the best P percent")
+    p.add_argument("--teacher", default="students", choices=["students", "builtin"],
+                   help="students: this generation's own (default); builtin: the models shipped "
+                        "with ussl become generation 1 first, so nothing needs training")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
     p.add_argument("--quiet", action="store_true")
 
@@ -464,11 +501,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["compact", "paper"])
     p.add_argument("--json", action="store_true")
 
-    p = command("segment", cmd_segment, "segment images (or videos) with trained models")
-    p.add_argument("model", metavar="MODEL_OR_PROJECT", help="a .keras model or a project folder")
+    segment_defaults = _segment_defaults()
+    p = command("segment", cmd_segment, "segment images (or videos): with the models shipped with "
+                                        "ussl, or with --model a project's or a .keras file")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--ensemble", default="multi", metavar="multi|multiselect|ARCH")
+    p.add_argument("--model", metavar="MODEL_OR_PROJECT",
+                   help="a .keras model, a project folder (its latest generation) or a folder of "
+                        "models (default: the models shipped with ussl)")
+    p.add_argument("--ensemble", default=segment_defaults.method, metavar="multi|mean|multiselect|ARCH",
+                   help=f"how the students' masks combine (default {segment_defaults.method})")
+    p.add_argument("--flip-average", action=argparse.BooleanOptionalAction,
+                   default=segment_defaults.flip_average,
+                   help="average each student's masks of the image and its mirror image")
+    p.add_argument("--threshold", type=float, default=segment_defaults.threshold, metavar="T",
+                   help=f"boxes around the mask above T (default {segment_defaults.threshold})")
     p.add_argument("--boxes", action="store_true", help="also write DIR/boxes.json")
     p.add_argument("--grabcut", action="store_true", help="refine each mask with GrabCut")
     p.add_argument("--quiet", action="store_true")
@@ -487,12 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     # FFmpeg and OpenCV print their own lines about a bad file ("moov atom not found") on
-    # stderr next to our one-line error; quiet unless the user sets these variables.
+    # stderr next to our one-line error; quiet unless the user sets these variables. Set before
+    # the parser is built: building it imports OpenCV, which reads them once.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except UsslError as exc:

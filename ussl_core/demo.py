@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -74,6 +74,17 @@ class DemoSettings:
     added_videos: int = 2              # new unlabeled videos joining in generation 2
     frames: int = SAMPLE_SPEC.n_frames
 
+    def training(self):
+        """The students' recipe (TrainingSettings' defaults) for the demo's epochs."""
+        from ussl_core.training import TrainingSettings
+
+        return replace(TrainingSettings(), epochs=self.epochs)
+
+    def evalseg_training(self):
+        from ussl_core.evalseg import evalseg_settings
+
+        return evalseg_settings(epochs=self.evalseg_epochs)
+
     @classmethod
     def reduced(cls) -> "DemoSettings":
         """A minute-long configuration for the test suite."""
@@ -89,7 +100,7 @@ def run_demo(out: Path, sources: list[SourceSpec] | None = None, workers: int | 
     from ussl_core.evalseg import train_evalseg
     from ussl_core.generations import (GenerationSettings, current_generation, equal_budget_epochs,
                                        next_generation)
-    from ussl_core.training import TrainingSettings, default_model_name, train_student
+    from ussl_core.training import default_model_name, train_student
 
     out.mkdir(parents=True, exist_ok=True)
     spec = SampleSpec(n_frames=settings.frames, width=SAMPLE_SPEC.width, height=SAMPLE_SPEC.height)
@@ -100,15 +111,13 @@ def run_demo(out: Path, sources: list[SourceSpec] | None = None, workers: int | 
     root = out / "project"
     project = Project.open(root, write=True, holder="ussl demo") if (root / "project.sqlite").exists() \
         else Project.create(root, holder="ussl demo")
-    training = TrainingSettings(epochs=settings.epochs, batch_size=8)
-    evalseg_training = TrainingSettings(epochs=settings.evalseg_epochs, batch_size=32)
+    training, evalseg_training = settings.training(), settings.evalseg_training()
 
     def train_generation():
         generation = current_generation(project)
         budget = training
         if generation > 1:  # the same image steps as generation 1, however many candidates
-            budget = TrainingSettings(epochs=equal_budget_epochs(project, settings.epochs),
-                                      batch_size=training.batch_size)
+            budget = replace(training, epochs=equal_budget_epochs(project, settings.epochs))
         for arch in settings.archs:
             if not (root / "models" / f"{default_model_name(arch, 'compact', generation)}.keras").exists():
                 yield from train_student(project, arch, "compact", budget, resume=True, cancel=cancel)

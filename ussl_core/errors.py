@@ -32,3 +32,7 @@ class ProjectLockedError(ProjectError):
 
 class SettingsError(UsslError, ValueError):
     """A setting out of range or of the wrong kind (a CLI flag, a GUI form, a JSON value)."""
+
+
+class NoModelsError(UsslError):
+    """A project or folder without trained models (to segment with, or to use as a teacher)."""

@@ -23,6 +23,15 @@ from ussl_core.training import (TrainingSettings, _card, build_or_resume, defaul
                                 save_trained)
 
 
+def evalseg_settings(**overrides) -> TrainingSettings:
+    """EvalSeg-Net's training settings: the students' recipe, except its own epochs, batch size
+    and learning rate (at 1e-3 its sigmoid saturated in the first epoch once: every score 1.0)."""
+    from dataclasses import replace
+
+    return replace(TrainingSettings(), **{"epochs": 15, "batch_size": 32, "learning_rate": 1e-4,
+                                          **overrides})
+
+
 @dataclass
 class EvalSegData:
     images: list[np.ndarray] = field(default_factory=list)      # frames at the working size
@@ -70,7 +79,7 @@ def collect_evalseg_data(project: Project, students: list[Path], data: EvalSegDa
 
 
 def train_evalseg(project: Project, preset: str = "compact",
-                  settings: TrainingSettings = TrainingSettings(), max_frames: int = 600,
+                  settings: TrainingSettings | None = None, max_frames: int = 600,
                   resume: bool = False, cancel: CancelToken | None = None) -> Iterator[Progress]:
     """Train the current generation's EvalSeg-Net from its students."""
     import tensorflow as tf
@@ -78,6 +87,7 @@ def train_evalseg(project: Project, preset: str = "compact",
     from ussl_core.models import PRESETS, build_model
 
     project.require_writable()
+    settings = settings or evalseg_settings()
     generation = int(project.meta("generation", "1"))
     students, _ = generation_models(project, generation)
     if len(students) < 2:

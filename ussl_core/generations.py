@@ -51,11 +51,25 @@ def equal_budget_epochs(project: Project, first_generation_epochs: int) -> int:
     return max(2, round(first_generation_epochs * sizes[0] / sizes[-1]))
 
 
+TEACHERS = ("students", "builtin")
+
+
 def next_generation(project: Project, add: list[SourceSpec] | None = None,
                     settings: GenerationSettings = GenerationSettings(), workers: int | None = None,
-                    cancel: CancelToken | None = None) -> Iterator[Progress]:
-    """Make the current generation's students the teacher of the next one; ready to train."""
+                    cancel: CancelToken | None = None, teacher: str = "students") -> Iterator[Progress]:
+    """Make the current generation's students the teacher of the next one; ready to train.
+
+    teacher "builtin": the models shipped with ussl become the project's generation 1 first
+    (`builtin.install_as_teacher`), so a project reaches generation 2 without training."""
     project.require_writable()
+    if teacher not in TEACHERS:
+        raise SettingsError(f"unknown teacher {teacher!r}; choose from {', '.join(TEACHERS)}")
+    if teacher == "builtin":
+        from ussl_core.builtin import install_as_teacher
+
+        copied = install_as_teacher(project)
+        yield Progress(0, 1, f"the built-in models are generation 1: {', '.join(p.stem for p in copied)}",
+                       stage="generation")
     generation = current_generation(project)
     students, evalseg = generation_models(project, generation)
     if not students:

@@ -8,6 +8,7 @@ re-run continues). SIGTERM is turned into a cooperative cancel.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -50,7 +51,7 @@ def cap_tensorflow_threads() -> None:
 def _train(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
     """Several models one after another; "evalseg" among them trains last (it learns from the
     generation's students)."""
-    from ussl_core.evalseg import train_evalseg
+    from ussl_core.evalseg import evalseg_settings, train_evalseg
     from ussl_core.training import TrainingSettings, load_selection, train_student
 
     cap_tensorflow_threads()
@@ -62,19 +63,22 @@ def _train(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
         if cancel.stop_requested:   # "stop after this epoch" landed on a model's last epoch
             raise Cancelled()
         if arch == "evalseg":
-            yield from train_evalseg(project, preset, settings, resume=resume, cancel=cancel)
+            # The form's settings, but EvalSeg-Net's own epochs, batch size and learning rate.
+            own = {k: v for k, v in dataclasses.asdict(settings).items()
+                   if k not in ("epochs", "batch_size", "learning_rate")}
+            yield from train_evalseg(project, preset, evalseg_settings(**own), resume=resume,
+                                     cancel=cancel)
         else:
             yield from train_student(project, arch, preset, settings, resume=resume, data=data,
                                      cancel=cancel)
 
 
 def _evalseg(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
-    from ussl_core.evalseg import train_evalseg
-    from ussl_core.training import TrainingSettings
+    from ussl_core.evalseg import evalseg_settings, train_evalseg
 
     cap_tensorflow_threads()
     return train_evalseg(project, spec.get("preset", "compact"),
-                         TrainingSettings(**spec.get("settings", {})),
+                         evalseg_settings(**spec.get("settings", {})),
                          resume=spec.get("resume", False), cancel=cancel)
 
 
@@ -95,7 +99,7 @@ def _next_generation(project, spec: dict, cancel: CancelToken) -> Iterator[Progr
 
     cap_tensorflow_threads()
     return next_generation(project, _sources(spec), GenerationSettings(**spec.get("settings", {})),
-                           spec.get("workers"), cancel)
+                           spec.get("workers"), cancel, teacher=spec.get("teacher", "students"))
 
 
 STEPS = {"teacher": _teacher, "train": _train, "evalseg": _evalseg, "add": _add,

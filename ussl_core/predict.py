@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ussl_core.ensemble import COMMON_SIZE, ENSEMBLES, ensemble_mask, resize_mask
-from ussl_core.errors import UsslError
+from ussl_core.errors import NoModelsError, UsslError
 from ussl_core.media import resize_rgb
 
 
@@ -62,22 +62,30 @@ class Segmenter:
         """flip_average: each student's mask is the mean of its masks of the image and of the
         image mirrored left to right (twice the time)."""
         if not students:
-            raise UsslError("no student models to segment with; train one with `ussl train`")
+            raise NoModelsError("no student models to segment with; train one with `ussl train`")
         self.students = [LoadedModel(p) for p in students]
         self.evalseg = LoadedModel(evalseg) if evalseg else None
         self.flip_average = flip_average
 
     @classmethod
-    def from_project(cls, project_root: Path, generation: int | None = None) -> "Segmenter":
+    def builtin(cls, flip_average: bool = False) -> "Segmenter":
+        """The students and EvalSeg-Net shipped with ussl (see ussl_core.builtin)."""
+        from ussl_core.builtin import builtin_models
+
+        return cls(*builtin_models(), flip_average=flip_average)
+
+    @classmethod
+    def from_project(cls, project_root: Path, generation: int | None = None,
+                     flip_average: bool = False) -> "Segmenter":
         """The latest generation's students and EvalSeg-Net of a project (or of a models folder)."""
         from ussl_core.training import generation_models, trained_cards
 
         models = Path(project_root) / "models" if (Path(project_root) / "models").is_dir() else Path(project_root)
         cards = trained_cards(models)
         if not cards:
-            raise UsslError(f"{project_root}: no trained models; train one with `ussl train`")
+            raise NoModelsError(f"{project_root}: no trained models; train one with `ussl train`")
         generation = generation or max(c.get("generation", 1) for c in cards)
-        return cls(*generation_models(models, generation))
+        return cls(*generation_models(models, generation), flip_average=flip_average)
 
     def student_masks(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Each student's soft mask of each image, at COMMON_SIZE x COMMON_SIZE."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ussl_core.errors import MediaError, UsslError
+from ussl_core.errors import MediaError, SettingsError, UsslError
 from ussl_core.export import soft_to_uint8, write_png
 from ussl_core.media import is_image_file, is_video_file, list_image_files, open_source, read_image
 from ussl_core.postprocess import BoxSettings, boxes_from_mask, grabcut_refine
@@ -18,17 +19,47 @@ from ussl_core.progress import CancelToken, Progress
 BATCH = 16
 
 
-def load_segmenter(model_or_project: Path):
-    """A Segmenter from one .keras model, or from a project's (or models folder's) latest generation."""
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How images are segmented, by `ussl segment`, the Predict panel and the demo alike.
+
+    method: "multi" (Multi-Net, the paper's product), "mean" (Mean-Net), "multiselect"
+    (MultiSelect-Net) or one student's name or architecture; the default is the method that
+    won on the development data. flip_average: each student also sees the mirrored image.
+    Boxes are the components of the soft mask above `threshold` (the product's own 0.5).
+    """
+    method: str = "multi"
+    flip_average: bool = False
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold < 1:
+            raise SettingsError(f"threshold must be in [0, 1), not {self.threshold}")
+
+
+def load_segmenter(model_or_project: Path | None, flip_average: bool = False):
+    """A Segmenter from one .keras model, from a project's (or models folder's) latest
+    generation, or (None) from the models shipped with ussl."""
     from ussl_core.predict import Segmenter
 
+    if model_or_project is None:
+        return Segmenter.builtin(flip_average)
     if model_or_project.suffix == ".keras":
         if not model_or_project.is_file():  # before TensorFlow starts (and prints its banner)
             raise UsslError(f"{model_or_project}: model file does not exist")
-        return Segmenter([model_or_project])
+        return Segmenter([model_or_project], flip_average=flip_average)
     if model_or_project.is_dir():
-        return Segmenter.from_project(model_or_project)
+        return Segmenter.from_project(model_or_project, flip_average=flip_average)
     raise UsslError(f"{model_or_project}: not a .keras model nor a project folder")
+
+
+def is_model_or_project(path: Path) -> bool:
+    """A .keras file, a project folder or a folder of trained models (what --model names)."""
+    path = Path(path)
+    if path.suffix == ".keras":
+        return True
+    return path.is_dir() and ((path / "project.sqlite").is_file() or (path / "models").is_dir()
+                              or any(path.glob("*.keras")))
 
 
 def _expand(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -46,13 +77,15 @@ def _expand(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
     return images, videos
 
 
-def segment_paths(model_or_project: Path, inputs: list[Path], out: Path, method: str = "multi",
-                  boxes: bool = False, grabcut: bool = False,
-                  cancel: CancelToken | None = None) -> Iterator[Progress]:
+def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
+                  settings: SegmentSettings = SegmentSettings(), boxes: bool = False,
+                  grabcut: bool = False, cancel: CancelToken | None = None) -> Iterator[Progress]:
     """Write OUT/<stem>.png (8-bit soft mask at the input's size) for every image, an overlay
-    video OUT/<stem>.overlay.mp4 for every video, and OUT/boxes.json with --boxes."""
+    video OUT/<stem>.overlay.mp4 for every video, and OUT/boxes.json with --boxes. The models:
+    a .keras file, a project's latest generation, or (None) the ones shipped with ussl."""
     images, videos = _expand(inputs)
-    segmenter = load_segmenter(model_or_project)
+    segmenter = load_segmenter(model_or_project, settings.flip_average)
+    method = settings.method
     out.mkdir(parents=True, exist_ok=True)
     all_boxes: dict[str, list] = {}
     done = 0
@@ -68,7 +101,8 @@ def segment_paths(model_or_project: Path, inputs: list[Path], out: Path, method:
                 mask = grabcut_refine(picture, mask).astype(np.float32)
             write_png(out / f"{path.stem}.png", soft_to_uint8(mask))
             if boxes:
-                all_boxes[path.stem] = [list(b) for b in boxes_from_mask(mask, None, BoxSettings(mode="all"))]
+                all_boxes[path.stem] = [list(b) for b in boxes_from_mask(
+                    mask, None, BoxSettings(threshold=settings.threshold, mode="all"))]
             done += 1
         yield Progress(done, total, paths[-1].name, stage="segment")
     for video in videos:

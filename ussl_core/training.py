@@ -29,30 +29,34 @@ from ussl_core.progress import CancelToken, Cancelled, Progress
 from ussl_core.store import Project
 
 
+def _option(default, help_: str):
+    """A settings field with the help text that the CLI flags and the GUI forms show."""
+    return field(default=default, metadata={"help": help_})
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
-    epochs: int = 30
-    batch_size: int = 8
-    learning_rate: float = 1e-3
+    epochs: int = _option(30, "passes over the selected pairs")
+    batch_size: int = _option(8, "pairs per training step")
+    learning_rate: float = _option(1e-3, "Adam's learning rate (the paper's 1e-3)")
     # Random crops (the paper: 80 % of the image, scaled back up). Each crop's area share is
     # drawn between min_crop_fraction and crop_fraction, its aspect ratio log-uniformly within
     # 1 / (1 + aspect_jitter) .. 1 + aspect_jitter of the frame's.
-    crop_fraction: float = 0.8
-    min_crop_fraction: float = 0.8
-    aspect_jitter: float = 0.0
-    flip: bool = True
-    # Photometric augmentation, for the gap between video frames and photographs: brightness,
-    # contrast and saturation change by up to this share (hue by a tenth of it) ...
-    colour_jitter: float = 0.0
-    # ... a share of the images is blurred (Gaussian, sigma up to 1.5 input pixels) ...
-    blur_probability: float = 0.0
-    # ... and a share is turned grey.
-    grey_probability: float = 0.0
-    validation_share: float = 0.15   # share of the videos held out for validation
-    seed: int = 0
-    tensorboard: bool = False
+    crop_fraction: float = _option(0.8, "largest share of the image area a random crop covers")
+    min_crop_fraction: float = _option(0.8, "smallest share of the image area a random crop covers")
+    aspect_jitter: float = _option(0.0, "crops' aspect ratio varies by up to this factor (0: the frame's)")
+    flip: bool = _option(True, "mirror half of the crops left to right")
+    # Photometric augmentation, for the gap between video frames and photographs.
+    colour_jitter: float = _option(0.0, "brightness, contrast and saturation change by up to this "
+                                        "share, hue by a tenth of it")
+    blur_probability: float = _option(0.0, "share of the images blurred (Gaussian, sigma 0.3-1.5 pixels)")
+    grey_probability: float = _option(0.0, "share of the images turned grey")
+    validation_share: float = _option(0.15, "share of the videos held out for validation (and calibration)")
+    seed: int = _option(0, "random seed of initialisation, split and augmentation")
+    tensorboard: bool = _option(False, "also log to PROJECT/logs/tensorboard")
     # Collapse: the predictions' spread below this share of the targets' spread, two epochs running.
-    collapse_ratio: float = 0.05
+    collapse_ratio: float = _option(0.05, "warn of a collapse when the predictions' spread falls "
+                                          "below this share of the targets'")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

@@ -33,14 +33,20 @@ from app.widgets.drops import dropped_paths
 from app.widgets.mask_view import mask_images
 from app.widgets.thumbnails import qimage_from_rgb
 from app.workers import never_raising
-from ussl_core.ensemble import ensemble_mask, resize_mask
-from ussl_core.errors import MediaError, UsslError
+from ussl_core.ensemble import ENSEMBLES, ensemble_mask, resize_mask
+from ussl_core.builtin import builtin_available, builtin_fingerprint
+from ussl_core.errors import MediaError, NoModelsError, UsslError
 from ussl_core.export import soft_to_uint8, write_png
 from ussl_core.media import is_image_file, list_image_files, read_image, resize_rgb
 from ussl_core.postprocess import BoxSettings, boxes_from_mask, cutout_rgba, grabcut_refine
 from ussl_core.progress import CancelToken, Progress
+from ussl_core.segment import SegmentSettings
 
-METHOD_LABELS = {"multi": "Multi-Net", "multiselect": "MultiSelect-Net"}
+METHOD_LABELS = {"multi": "Multi-Net", "mean": "Mean-Net", "multiselect": "MultiSelect-Net"}
+METHOD_TIPS = {"multi": "Multi-Net: the pixel-wise product of every student's mask",
+               "mean": "Mean-Net: the pixel-wise mean of every student's mask",
+               "multiselect": "MultiSelect-Net: per image, the student EvalSeg-Net rates best"}
+DEFAULT_METHOD = SegmentSettings().method
 THUMB = QSize(96, 72)
 STUDENT_TILE = QSize(140, 116)
 GRABCUT_MAX_SIDE = 1024     # GrabCut runs at most this large; its mask is scaled up to the image
@@ -49,6 +55,10 @@ MUTED = "color: #6b7075;"
 WARN = "color: #b03a2e;"
 BOX_COLOUR = QColor(255, 214, 0)
 PICK_COLOUR = QColor("#2e7dd1")
+
+BUILTIN_HINT = ("{why}: segmenting with the models shipped with ussl (compact students and "
+                "EvalSeg-Net that ussl trained on unlabeled video; their card is in "
+                "ussl_core/builtin/card.json). A project's own trained models take over when it has them.")
 
 # Model states
 NO_PROJECT, LOADING, READY, NO_MODELS, FAILED = "no_project", "loading", "ready", "no_models", "failed"
@@ -197,8 +207,11 @@ class ExportJob:
         return self
 
 
-def models_fingerprint(root: Path) -> tuple:
-    """What the loaded models depend on: the model files' names, sizes and times."""
+def models_fingerprint(root: Path | None) -> tuple:
+    """What the loaded models depend on: the model files' names, sizes and times (the shipped
+    models' when there is no project)."""
+    if root is None:
+        return builtin_fingerprint()
     folder = Path(root) / "models"
     files = sorted(folder.glob("*.keras")) + sorted(folder.glob("*.json")) if folder.is_dir() else []
     stats = []
@@ -388,8 +401,9 @@ class PredictPanel(QWidget):
         self.errors: dict[Path, str] = {}
         self.segmenter = None
         self.models_state = NO_PROJECT
+        self.models_source = None         # "project" or "builtin" once models are loaded
         self.models_message = ""
-        self._method = "multi"
+        self._method = DEFAULT_METHOD
         self._views: OrderedDict[tuple[Path, str], Rendered] = OrderedDict()
         self._token = 0                   # bumped when other models are loaded
         self._fingerprint: tuple | None = None
@@ -539,14 +553,14 @@ class PredictPanel(QWidget):
 
     # ------------------------------------------------------------------ models
     def _project_changed(self) -> None:
-        if self.context.root is not None:   # another project: its own models, from scratch
-            self._set_models(LOADING, None, "", None)
+        self._set_models(LOADING, None, "", None)   # another project (or none): its models, from scratch
         self.reload_models()
 
     def reload_models(self) -> None:
-        """(Re)load the project's latest generation in a thread, when its model files changed."""
+        """(Re)load the project's latest generation in a thread, when its model files changed;
+        the models shipped with ussl when no project is open or it has no trained models."""
         root = self.context.root
-        if root is None:
+        if root is None and not builtin_available():
             self._set_models(NO_PROJECT, None, "", None)
             return
         if not (self.isVisible() or self.paths):
@@ -569,14 +583,19 @@ class PredictPanel(QWidget):
             out = {"root": str(root), "fingerprint": models_fingerprint(root)}
             if out["fingerprint"] == known:
                 return {**out, "unchanged": True}
-            try:
-                segmenter = Segmenter.from_project(root)
-                freeze_after_import("tensorflow")
-                return {**out, "segmenter": segmenter}
-            except UsslError as exc:
-                if "no trained models" in str(exc) or "no student models" in str(exc):
-                    return {**out, "missing": str(exc)}
-                raise
+            missing = ""
+            if root is not None:
+                try:
+                    segmenter = Segmenter.from_project(root)
+                    freeze_after_import("tensorflow")
+                    return {**out, "segmenter": segmenter, "source": "project"}
+                except NoModelsError as exc:
+                    if not builtin_available():
+                        return {**out, "missing": str(exc)}
+                    missing = str(exc)
+            segmenter = Segmenter.builtin()
+            freeze_after_import("tensorflow")
+            return {**out, "segmenter": segmenter, "source": "builtin", "missing": missing}
 
         self._loader = self.context.run_light(never_raising(work, stage="models"), self._models_done)
 
@@ -589,23 +608,24 @@ class PredictPanel(QWidget):
         self._loader = None
         metrics = event.metrics if event is not None else {"error": "loading the models stopped"}
         value = metrics.get("value", {})
-        if self.context.root is None:
-            return   # closed while loading: already shown as "no project"
         if self._reload_again or value.get("root") != str(self.context.root):
             self._reload_again = False
             self.reload_models()   # the project or its models changed while these loaded
             return
         if "error" in metrics:
             self._set_models(FAILED, None, metrics["error"], None)
+        elif "segmenter" in value:
+            self._set_models(READY, value["segmenter"], value.get("missing", ""), value["fingerprint"],
+                             value["source"])
         elif "missing" in value:
             self._set_models(NO_MODELS, None, value["missing"], value["fingerprint"])
-        elif "segmenter" in value:
-            self._set_models(READY, value["segmenter"], "", value["fingerprint"])
         self.models_loaded.emit(self.models_state)
         self._pump()
 
-    def _set_models(self, state: str, segmenter, message: str, fingerprint: tuple | None) -> None:
+    def _set_models(self, state: str, segmenter, message: str, fingerprint: tuple | None,
+                    source: str | None = None) -> None:
         self.models_state, self.segmenter, self.models_message = state, segmenter, message
+        self.models_source = source
         self._fingerprint = fingerprint
         self._token += 1
         self.results.clear()
@@ -620,17 +640,15 @@ class PredictPanel(QWidget):
         combo = self.method_combo
         combo.blockSignals(True)
         combo.clear()
-        combo.addItem(METHOD_LABELS["multi"], "multi")
-        combo.setItemData(0, "Multi-Net: the pixel-wise product of every student's mask", Qt.ToolTipRole)
-        combo.addItem(METHOD_LABELS["multiselect"], "multiselect")
+        for method in ENSEMBLES:
+            combo.addItem(METHOD_LABELS[method], method)
+            combo.setItemData(combo.count() - 1, METHOD_TIPS[method], Qt.ToolTipRole)
         segmenter = self.segmenter
+        multiselect = ENSEMBLES.index("multiselect")
         if segmenter is not None:
             if segmenter.evalseg is None:
-                combo.model().item(1).setEnabled(False)
-                combo.setItemData(1, "Needs an EvalSeg-Net: train one in the Training panel",
-                                  Qt.ToolTipRole)
-            else:
-                combo.setItemData(1, "MultiSelect-Net: per image, the student EvalSeg-Net rates best",
+                combo.model().item(multiselect).setEnabled(False)
+                combo.setItemData(multiselect, "Needs an EvalSeg-Net: train one in the Training panel",
                                   Qt.ToolTipRole)
             for student in segmenter.students:
                 combo.addItem(student.name, student.name)
@@ -638,7 +656,8 @@ class PredictPanel(QWidget):
                                   Qt.ToolTipRole)
         if self._method not in self.method_names() or (
                 self._method == "multiselect" and segmenter is not None and segmenter.evalseg is None):
-            self._method = "multi"
+            self._method = DEFAULT_METHOD if DEFAULT_METHOD != "multiselect" or (
+                segmenter is not None and segmenter.evalseg is not None) else "multi"
         combo.setCurrentIndex(self.method_names().index(self._method))
         combo.setEnabled(segmenter is not None)
         combo.setToolTip("" if segmenter is not None else "Available once the project has trained models")
@@ -649,7 +668,10 @@ class PredictPanel(QWidget):
         text = {
             NO_PROJECT: "Open a project that has trained models (File \u25b8 Open project) to "
                         "segment images.",
-            LOADING: "Loading the project's models\u2026",
+            READY: BUILTIN_HINT.format(why="No project is open" if self.context.root is None
+                                       else "This project has no trained models yet")
+                   if self.models_source == "builtin" else "",
+            LOADING: "Loading the models\u2026",
             NO_MODELS: "This project has no trained models yet, so images cannot be segmented. "
                        "Train students (and EvalSeg-Net) in the Training panel, or with "
                        "`ussl train`; dropped images are segmented as soon as models exist.",

@@ -15,10 +15,10 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from app.context import ProjectContext  # noqa: E402
-from app.panels.predict import (NO_MODELS, NO_PROJECT, READY, PredictPanel,  # noqa: E402
-                                export_stems, expand_paths)
+from app.panels.predict import (DEFAULT_METHOD, NO_MODELS, NO_PROJECT, READY,  # noqa: E402
+                                PredictPanel, export_stems, expand_paths)
 from tests.app.test_videos_panel import send_drop  # noqa: E402
-from tests.tiny_models import STUDENT_CONSTANT, save_tiny_models  # noqa: E402
+from tests.tiny_models import STUDENT_CONSTANT, save_tiny_builtin, save_tiny_models  # noqa: E402
 from ussl_core.export import soft_to_uint8  # noqa: E402
 from ussl_core.media import read_image  # noqa: E402
 from ussl_core.postprocess import grabcut_refine  # noqa: E402
@@ -104,7 +104,9 @@ def test_expand_paths_and_export_stems(tmp_path):
 
 
 def test_drop_segment_switch_methods_scores_and_keys(qtbot, panel, tmp_path):
-    assert panel.method == "multi" and panel.method_names() == ["multi", "multiselect", UNET, LOWRES]
+    assert panel.method == DEFAULT_METHOD
+    assert panel.method_names() == ["multi", "mean", "multiselect", UNET, LOWRES]
+    panel.set_method("multi")
     assert not panel.hint_label.isVisible()
     folder = tmp_path / "pictures"
     write_image(folder / "frame10.png", 64, 48, seed=1)
@@ -260,7 +262,8 @@ def test_bad_files_are_named_and_skipped(qtbot, panel, tmp_path):
     assert not panel.message_row.isVisible()
 
 
-def test_no_models_says_so_then_loads_them(qtbot, tmp_path, tiny_models):
+def test_no_models_says_so_then_loads_them(qtbot, tmp_path, tiny_models, monkeypatch):
+    monkeypatch.setattr("ussl_core.builtin.BUILTIN_DIR", tmp_path / "no-builtin-models")
     empty = ProjectContext()
     try:
         idle = open_panel(qtbot, empty)
@@ -295,6 +298,35 @@ def test_no_models_says_so_then_loads_them(qtbot, tmp_path, tiny_models):
         assert panel.segmenter is loaded and picture in panel.results
     finally:
         context.shutdown()
+
+
+def test_without_a_project_or_its_models_the_builtin_models_segment(qtbot, tmp_path, monkeypatch):
+    """A freshly installed app: no project, an image dropped, a mask, boxes and a cut-out from the
+    models shipped with ussl (tiny stand-ins here; the real ones are tested in test_builtin)."""
+    monkeypatch.setattr("ussl_core.builtin.BUILTIN_DIR", save_tiny_builtin(tmp_path / "builtin"))
+    fresh = ProjectContext()
+    try:
+        panel = open_panel(qtbot, fresh)
+        picture = write_image(tmp_path / "photo.png", 64, 48)
+        assert send_drop(panel, [picture]) == (True, True)
+        qtbot.waitUntil(lambda: panel.models_state == READY, timeout=WAIT)
+        assert panel.models_source == "builtin"
+        assert "No project is open" in panel.hint_label.text() and "shipped with ussl" in panel.hint_label.text()
+        panel.set_method("g2_lowres_tiny")      # a constant 0.7: foreground everywhere
+        settle(qtbot, panel)
+        view = panel.rendered(picture)
+        assert view.mask.shape == (48, 64) and view.mask.min() > 0.5
+        assert view.boxes == [(0, 0, 64, 48)] and view.cutout is not None
+    finally:
+        fresh.shutdown()
+    bare = make_context(tmp_path / "bare")      # a project without trained models: the same
+    try:
+        panel = open_panel(qtbot, bare)
+        qtbot.waitUntil(lambda: panel.models_state == READY, timeout=WAIT)
+        assert panel.models_source == "builtin"
+        assert "This project has no trained models yet" in panel.hint_label.text()
+    finally:
+        bare.shutdown()
 
 
 def test_choosing_a_far_image_in_the_strip_shows_its_views(qtbot, panel, tmp_path):

@@ -182,3 +182,18 @@ def test_architecture_of_default_names():
     assert architecture_of("g1_basic_unet_compact") == "basic_unet"
     assert architecture_of("g12_evalseg_paper") == "evalseg"
     assert architecture_of("my_model") is None
+
+
+def test_the_form_and_predict_defaults_are_the_settings_dataclasses(qtbot, context):
+    import dataclasses
+
+    from app.panels.predict import PredictPanel
+    from ussl_core.segment import SegmentSettings
+    from ussl_core.training import TrainingSettings
+
+    panel = TrainingPanel(context)
+    qtbot.addWidget(panel)
+    assert panel.settings_form.values() == dataclasses.asdict(TrainingSettings())
+    predict = PredictPanel(context)
+    qtbot.addWidget(predict)
+    assert predict.method == SegmentSettings().method

@@ -17,6 +17,8 @@ LIGHT_MODULES = [
     "ussl_core.metrics",
     "ussl_core.postprocess",
     "ussl_core.ingest",
+    "ussl_core.segment",
+    "ussl_core.builtin",
     "ussl_core.cli",
 ]
 HEAVY = ["tensorflow", "keras", "PySide6"]

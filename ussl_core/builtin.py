@@ -1,0 +1,99 @@
+"""The models shipped inside the package: ussl's own compact students and EvalSeg-Net.
+
+They were trained by ussl's own pipeline (`benchmarks/train_builtin.py`) on unlabeled video
+only; `builtin/card.json` names the data and its licences, the settings and the figures. They
+segment images when no project (or a project without models) is at hand, and they can be a
+user's generation-1 teacher: `install_as_teacher` copies them into a project as its generation
+1, so that the project's generation 2 needs no training first. No TensorFlow here: paths and cards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ussl_core.errors import NoModelsError, ProjectError, UsslError
+
+BUILTIN_DIR = Path(__file__).with_name("builtin")
+CARD_NAME = "card.json"
+
+
+def builtin_available() -> bool:
+    return (BUILTIN_DIR / CARD_NAME).is_file() and any(BUILTIN_DIR.glob("*.keras"))
+
+
+def builtin_card() -> dict:
+    """The card of the shipped models (data, licences, settings, figures, versions)."""
+    card = BUILTIN_DIR / CARD_NAME
+    if not builtin_available():
+        raise NoModelsError(f"{BUILTIN_DIR}: this installation has no built-in models; name a "
+                            "model or project with --model, or reinstall ussl")
+    try:
+        return json.loads(card.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsslError(f"{card}: unreadable card of the built-in models ({exc})") from None
+
+
+def builtin_models() -> tuple[list[Path], Path | None]:
+    """The shipped students and EvalSeg-Net (in the order the card lists them)."""
+    card = builtin_card()
+    students = [BUILTIN_DIR / f"{name}.keras" for name in card["students"]]
+    evalseg = BUILTIN_DIR / f"{card['evalseg']}.keras" if card.get("evalseg") else None
+    missing = [p for p in [*students, evalseg] if p is not None and not p.is_file()]
+    if missing:
+        raise UsslError(f"{missing[0]}: a built-in model named by {CARD_NAME} is missing; reinstall ussl")
+    return students, evalseg
+
+
+def builtin_fingerprint() -> tuple:
+    """Names, sizes and times of the shipped files (what a loaded built-in Segmenter depends on)."""
+    return ("builtin", tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                             for p in sorted(BUILTIN_DIR.glob("*")) if p.is_file()))
+
+
+def install_as_teacher(project) -> list[Path]:
+    """Copy the shipped students and EvalSeg-Net into `project`'s models folder as its
+    generation 1 (`g1_<architecture>_builtin`, cards marked built-in). Refused when the project
+    is past generation 1 or already has generation-1 models. Returns the copied model paths."""
+    from ussl_core.training import generation_models
+
+    project.require_writable()
+    if int(project.meta("generation", "1")) != 1:
+        raise ProjectError(f"{project.root}: the built-in models can only be generation 1, and this "
+                           f"project is at generation {project.meta('generation')}")
+    students, evalseg = generation_models(project, 1)
+    existing = [*students, *([evalseg] if evalseg else [])]
+    if existing and all(_is_builtin_copy(p) for p in existing):
+        return existing   # installed by an earlier, interrupted run
+    if existing:
+        raise ProjectError(f"{project.root}: generation 1 already has models "
+                           f"({', '.join(p.stem for p in existing)}); "
+                           "use them as the teacher (without --teacher builtin)")
+    card = builtin_card()
+    shipped, shipped_evalseg = builtin_models()
+    models = project.root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for source in [*shipped, *([shipped_evalseg] if shipped_evalseg else [])]:
+        model_card = json.loads(source.with_suffix(".json").read_text())
+        name = f"g1_{model_card['architecture']}_builtin"
+        target = models / f"{name}.keras"
+        tmp = target.with_name(f"{name}.tmp.keras")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+        model_card.update(name=name, generation=1, builtin=True,
+                          builtin_source={"name": source.stem, "generation": model_card.get("generation"),
+                                          "data": card.get("data")})
+        card_tmp = target.with_suffix(".json.tmp")
+        card_tmp.write_text(json.dumps(model_card, indent=2))
+        card_tmp.replace(target.with_suffix(".json"))
+        copied.append(target)
+    return copied
+
+
+def _is_builtin_copy(model: Path) -> bool:
+    try:
+        return bool(json.loads(model.with_suffix(".json").read_text()).get("builtin"))
+    except (OSError, ValueError):
+        return False
