@@ -46,11 +46,15 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "extra": ({"videos": "all"}, {}),
     "extra_global20": ({"videos": "all", "per_video": False}, {}),
     "extra_global10": ({"videos": "all", "per_video": False, "top_percent": 10.0}, {}),
+    "extra_cap80": ({"videos": "all", "per_video": False, "max_per_video": 80}, {}),
+    "extra_long": ({"videos": "all"}, {"images": 30000}),
     "extra_video40": ({"videos": "all", "top_percent": 40.0}, {}),
     "extra_scale": ({"videos": "all"}, {"min_crop_fraction": 0.35, "crop_fraction": 1.0,
                                          "aspect_jitter": 0.3}),
     "extra_photo": ({"videos": "all"}, {"colour_jitter": 0.3, "blur_probability": 0.3,
                                          "grey_probability": 0.05}),
+    # U-Net input features with the pixel position (a learnable centre prior); a model option.
+    "extra_position": ({"videos": "all"}, {"u_net_features": ("rgb", "hsv", "derivatives", "position")}),
     "extra_scale_photo": ({"videos": "all"}, {"min_crop_fraction": 0.35, "crop_fraction": 1.0,
                                                "aspect_jitter": 0.3, "colour_jitter": 0.3,
                                                "blur_probability": 0.3, "grey_probability": 0.05}),
@@ -91,9 +95,19 @@ def select_variant(project: Project, selection: dict) -> int:
     for m in masks:
         groups.setdefault(m.video_id if selection["per_video"] else None, []).append(m)
     chosen = []
+    cap = selection.get("max_per_video")
     for group in groups.values():
         order = rank_best_first(np.array([m.score for m in group]))
-        chosen += [group[i].frame_id for i in order[: n_kept(selection["top_percent"], len(group))]]
+        wanted, counts = n_kept(selection["top_percent"], len(group)), {}
+        for i in order:   # best first, at most `cap` of one video
+            if len(chosen) >= wanted and not selection["per_video"]:
+                break
+            if cap and counts.get(group[i].video_id, 0) >= cap:
+                continue
+            counts[group[i].video_id] = counts.get(group[i].video_id, 0) + 1
+            chosen.append(group[i].frame_id)
+            if selection["per_video"] and counts[group[i].video_id] >= wanted:
+                break
     return project.save_selection(producer.id, "top_percent", selection["top_percent"],
                                   selection["per_video"], sorted(chosen), 0, 0)
 
@@ -124,10 +138,16 @@ def main() -> None:
         selection_overrides, training_overrides = VARIANTS[variant]
         selection = {**BASE_SELECTION, **selection_overrides}
         started = time.perf_counter()
+        training_overrides = dict(training_overrides)
+        features = training_overrides.pop("u_net_features", None)
+        if features:
+            import ussl_core.models.builders as builders
+            builders.U_NET_FEATURES = tuple(features)
         with Project.open(out / "dev", write=True) as project:
             data = load_selection(project, select_variant(project, selection))
+            images = training_overrides.pop("images", args.images)
             settings = replace(TrainingSettings(), **training_overrides)
-            epochs = max(1, round(args.images / (len(data.frames) * (1 - settings.validation_share))))
+            epochs = max(1, round(images / (len(data.frames) * (1 - settings.validation_share))))
             settings = replace(settings, epochs=epochs)
             models = []
             for arch in args.archs.split(","):
@@ -139,7 +159,7 @@ def main() -> None:
             val = score(project, models, args.step)
         with Project.open(out / "score") as project:
             train = score(project, models, args.step)
-        record = {"variant": variant, "selection": selection, "training": training_overrides,
+        record = {"variant": variant, "selection": selection, "training": VARIANTS[variant][1],
                   "pairs": int(len(data.frames)), "epochs": epochs,
                   "val": val, "train": train, "seconds": round(time.perf_counter() - started)}
         with results_file.open("a") as f:

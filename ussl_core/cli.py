@@ -174,7 +174,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ussl_core.selection import SelectionSettings, select
 
     settings = SelectionSettings(top_percent=None if args.threshold is not None else args.top_percent,
-                                 threshold=args.threshold, per_video=args.per_video)
+                                 threshold=args.threshold, per_video=args.per_video,
+                                 max_per_video=args.max_per_video)
     with _open(args.project, True, _holder(args)) as project:
         producer = _producer(project, args.producer)
         result = select(project, producer.id, settings)
@@ -436,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--top-percent", type=float, metavar="P")
     group.add_argument("--threshold", type=float, metavar="T")
     p.add_argument("--per-video", action="store_true", help="top P percent of each video")
+    p.add_argument("--max-per-video", type=int, metavar="N",
+                   help="at most N masks of one video (the best); their places go to other videos")
     p.add_argument("--producer", help="whose masks (default: the first teacher)")
 
     p = command("purity", cmd_purity, "purity of the kept masks as selection gets stricter")

@@ -26,6 +26,9 @@ class SelectionSettings:
     top_percent: float | None = None   # the paper keeps the top 10 percent (if neither given)
     threshold: float | None = None     # or every mask whose score is above this
     per_video: bool = False
+    # At most this many masks of one video, the best first (None: no cap). With a global top
+    # percent, the places a long video would take go to the next best masks of other videos.
+    max_per_video: int | None = None
 
     def __post_init__(self) -> None:
         if self.top_percent is None and self.threshold is None:
@@ -34,6 +37,8 @@ class SelectionSettings:
             raise SettingsError("give one of top_percent and threshold, not both")
         if self.top_percent is not None and not 0 < self.top_percent <= 100:
             raise SettingsError(f"top percent must be in (0, 100], not {self.top_percent}")
+        if self.max_per_video is not None and self.max_per_video < 1:
+            raise SettingsError(f"max per video must be at least 1, not {self.max_per_video}")
 
 
 @dataclass(frozen=True)
@@ -48,14 +53,28 @@ class SelectionResult:
 def chosen_by_score(masks: list[Mask], settings: SelectionSettings) -> set[int]:
     """Frame ids the score alone keeps."""
     if settings.threshold is not None:
-        return {m.frame_id for m in masks if m.score > settings.threshold}
+        return capped([m for m in masks if m.score > settings.threshold], len(masks), settings.max_per_video)
     groups: dict[int | None, list[Mask]] = {}
     for m in masks:
         groups.setdefault(m.video_id if settings.per_video else None, []).append(m)
     chosen: set[int] = set()
     for group in groups.values():
-        order = rank_best_first(np.array([m.score for m in group]))
-        chosen.update(group[i].frame_id for i in order[: n_kept(settings.top_percent, len(group))])
+        chosen |= capped(group, n_kept(settings.top_percent, len(group)), settings.max_per_video)
+    return chosen
+
+
+def capped(masks: list[Mask], wanted: int, max_per_video: int | None) -> set[int]:
+    """Frame ids of the `wanted` best masks, at most `max_per_video` of any one video."""
+    chosen: set[int] = set()
+    counts: dict[int, int] = {}
+    for i in rank_best_first(np.array([m.score for m in masks])):
+        if len(chosen) >= wanted:
+            break
+        video = masks[i].video_id
+        if max_per_video is not None and counts.get(video, 0) >= max_per_video:
+            continue
+        counts[video] = counts.get(video, 0) + 1
+        chosen.add(masks[i].frame_id)
     return chosen
 
 

@@ -328,30 +328,62 @@ NEUTRAL_CALIBRATION = (8.0, -4.0)
 
 def fit_calibration(raw: np.ndarray, targets: np.ndarray, max_pixels: int = 200_000,
                     seed: int = 0) -> tuple[float, float]:
-    """(slope, offset) of the logistic map sigmoid(slope * raw + offset) that best predicts
-    where the teacher's mask exceeds 0.5 (maximum likelihood, Newton's method, a small ridge)."""
-    x = np.asarray(raw, np.float64).ravel()
-    y = (np.asarray(targets).ravel() > 0.5).astype(np.float64)
+    """(slope, offset) of the map sigmoid(slope * raw + offset) that makes 0.5 the threshold at
+    which the masks best agree with the teacher's (largest mean IoU with the teacher's masks
+    above 0.5), its slope that of the logistic fit of where the teacher says foreground.
+
+    A probability fit alone put 0.5 where a student is sure; on new videos the students are
+    rarely that sure, and a mask thresholded at 0.5 kept too little of the object."""
+    raw = np.asarray(raw, np.float64).reshape(len(raw), -1)
+    teacher = np.asarray(targets).reshape(len(targets), -1) > 0.5
+    if not teacher.any() or teacher.all() or raw.std() == 0:
+        return NEUTRAL_CALIBRATION
+    slope = _logistic_slope(raw.ravel(), teacher.ravel(), max_pixels, seed)
+    if slope <= 0:
+        return NEUTRAL_CALIBRATION
+    best = _best_iou_threshold(raw, teacher)
+    return float(slope), float(-slope * best)
+
+
+def _logistic_slope(x: np.ndarray, y: np.ndarray, max_pixels: int, seed: int) -> float:
+    """Slope of the maximum-likelihood logistic fit P(y | x) (Newton's method, a small ridge)."""
     if len(x) > max_pixels:
         keep = np.random.default_rng(seed).choice(len(x), max_pixels, replace=False)
         x, y = x[keep], y[keep]
+    y = y.astype(np.float64)
     spread = x.std()
-    if y.min() == y.max() or spread == 0:
-        return NEUTRAL_CALIBRATION
-    z = (x - x.mean()) / spread
-    w = np.zeros(2)   # offset, slope on the standardised scale
-    design = np.stack([np.ones_like(z), z], axis=1)
-    ridge = np.diag([0.0, 1e-6 * len(z)])
+    if spread == 0:
+        return 0.0
+    design = np.stack([np.ones_like(x), (x - x.mean()) / spread], axis=1)
+    ridge = np.diag([0.0, 1e-6 * len(x)])
+    w = np.zeros(2)   # offset and slope on the standardised scale
     for _ in range(50):
         p = 1.0 / (1.0 + np.exp(-(design @ w)))
-        gradient = design.T @ (p - y) + ridge @ w
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hessian, gradient)
+        step = np.linalg.solve((design * (p * (1 - p))[:, None]).T @ design + ridge + 1e-9 * np.eye(2),
+                               design.T @ (p - y) + ridge @ w)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    slope = w[1] / spread
-    return float(slope), float(w[0] - slope * x.mean())
+    return float(w[1] / spread)
+
+
+def _best_iou_threshold(raw: np.ndarray, teacher: np.ndarray, bins: int = 256) -> float:
+    """The raw value t maximising the mean over masks of IoU(raw > t, teacher)."""
+    low, high = np.quantile(raw, [0.001, 0.999])
+    if high <= low:
+        return float(low)
+    levels = np.clip(((raw - low) / (high - low) * bins).astype(np.int64), 0, bins - 1)
+    rows = np.arange(len(raw))[:, None] * bins
+    fg = np.bincount((rows + levels)[teacher], minlength=len(raw) * bins).reshape(len(raw), bins)
+    bg = np.bincount((rows + levels)[~teacher], minlength=len(raw) * bins).reshape(len(raw), bins)
+    # Foreground at threshold index k: levels above k.
+    tp = np.cumsum(fg[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    fp = np.cumsum(bg[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    positives = teacher.sum(axis=1, keepdims=True)
+    union = positives + fp
+    iou = np.divide(tp, union, out=np.ones_like(tp, dtype=np.float64), where=union > 0)
+    k = int(np.argmax(iou.mean(axis=0)))
+    return float(low + (k + 1) * (high - low) / bins)
 
 
 def calibrated(model, slope: float, offset: float):
@@ -442,9 +474,14 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
 
 def save_trained(model, paths: dict[str, Path], card: dict) -> Progress:
     """Save the finished model and its card; drop the checkpoint."""
+    import keras
+
     from ussl_core.models.io import save_model_atomic
 
-    save_model_atomic(model, paths["model"])
+    # A fresh functional model over the same layers: the file holds no optimizer state (a
+    # third of the size of a compiled one), as a finished model needs none.
+    inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]
+    save_model_atomic(keras.Model(inputs, model.outputs[0], name=model.name), paths["model"])
     tmp = paths["card"].with_suffix(".tmp")
     tmp.write_text(json.dumps(card, indent=2))
     os.replace(tmp, paths["card"])

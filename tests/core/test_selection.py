@@ -288,3 +288,19 @@ def test_import_unreadable_file(tmp_path, project):
     with pytest.raises(UsslError, match="binary.csv"):
         import_decisions(project, binary)
     assert project.decisions() == {}
+
+
+def test_max_per_video_caps_each_video_and_fills_from_the_others():
+    from ussl_core.selection import capped
+
+    def make(frame: int, video: int, score: float) -> Mask:
+        return Mask(frame_id=frame, producer_id=1, score=score, shard="", row=0, video_id=video,
+                    shot_id=video)
+
+    # Video 1 holds the six best masks; video 2 the next ones.
+    masks = [make(i, 1, 0.9 - 0.01 * i) for i in range(6)] + [make(10 + i, 2, 0.5 - 0.01 * i) for i in range(6)]
+    assert capped(masks, 4, None) == {0, 1, 2, 3}
+    assert capped(masks, 4, 2) == {0, 1, 10, 11}          # two of video 1, then video 2's best
+    assert capped(masks, 20, 3) == {0, 1, 2, 10, 11, 12}  # fewer than wanted when the caps bind
+    with pytest.raises(SettingsError):
+        SelectionSettings(max_per_video=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-FEATURES = ("rgb", "hsv", "hue_saturation", "derivatives")
+FEATURES = ("rgb", "hsv", "hue_saturation", "derivatives", "position")
 
 
 @keras.saving.register_keras_serializable(package="ussl")
@@ -14,7 +14,8 @@ class ImageFeatures(keras.layers.Layer):
 
     Input: RGB in [0, 255] (any float dtype). Output: the chosen features concatenated on the
     channel axis: "rgb" (scaled to [0, 1]), "hsv" (3), "hue_saturation" (cos H * S, sin H * S,
-    so that hue is continuous), "derivatives" (x and y central differences of the intensity).
+    so that hue is continuous), "derivatives" (x and y central differences of the intensity),
+    "position" (x and y from -1 to 1: where in the image a pixel is, for a learned centre prior).
     """
 
     def __init__(self, features: tuple[str, ...] | list[str] = ("rgb",), **kwargs) -> None:
@@ -25,7 +26,7 @@ class ImageFeatures(keras.layers.Layer):
         self.features = tuple(features)
 
     def compute_output_shape(self, input_shape):
-        channels = {"rgb": 3, "hsv": 3, "hue_saturation": 2, "derivatives": 2}
+        channels = {"rgb": 3, "hsv": 3, "hue_saturation": 2, "derivatives": 2, "position": 2}
         return (*input_shape[:-1], sum(channels[f] for f in self.features))
 
     def call(self, images):
@@ -41,12 +42,24 @@ class ImageFeatures(keras.layers.Layer):
                 angle = hsv[..., 0:1] * (2.0 * 3.141592653589793)
                 parts.append(ops.concatenate([ops.cos(angle) * hsv[..., 1:2],
                                               ops.sin(angle) * hsv[..., 1:2]], axis=-1))
+            elif feature == "position":
+                parts.append(_position(rgb))
             else:
                 parts.append(_intensity_derivatives(rgb))
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "features": list(self.features)}
+
+
+def _position(rgb):
+    """x and y coordinates from -1 (left, top) to 1 (right, bottom), one map each per image."""
+    shape = ops.shape(rgb)
+    height, width = shape[1], shape[2]
+    ys = ops.linspace(-1.0, 1.0, height)
+    xs = ops.linspace(-1.0, 1.0, width)
+    grid = ops.stack([ops.tile(xs[None, :], (height, 1)), ops.tile(ys[:, None], (1, width))], axis=-1)
+    return ops.tile(ops.cast(grid, rgb.dtype)[None], (shape[0], 1, 1, 1))
 
 
 def _intensity_derivatives(rgb):
