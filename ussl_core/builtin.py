@@ -10,6 +10,7 @@ user's generation-1 teacher: `install_as_teacher` copies them into a project as 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,15 +20,22 @@ BUILTIN_DIR = Path(__file__).with_name("builtin")
 CARD_NAME = "card.json"
 
 
+def builtin_dir() -> Path:
+    """Where the shipped models are: the package's own folder, or $USSL_BUILTIN_DIR (another
+    set of models in that layout, as tests and site installations may provide)."""
+    return Path(os.environ.get("USSL_BUILTIN_DIR") or BUILTIN_DIR)
+
+
 def builtin_available() -> bool:
-    return (BUILTIN_DIR / CARD_NAME).is_file() and any(BUILTIN_DIR.glob("*.keras"))
+    folder = builtin_dir()
+    return (folder / CARD_NAME).is_file() and any(folder.glob("*.keras"))
 
 
 def builtin_card() -> dict:
     """The card of the shipped models (data, licences, settings, figures, versions)."""
-    card = BUILTIN_DIR / CARD_NAME
+    card = builtin_dir() / CARD_NAME
     if not builtin_available():
-        raise NoModelsError(f"{BUILTIN_DIR}: this installation has no built-in models; name a "
+        raise NoModelsError(f"{builtin_dir()}: this installation has no built-in models; name a "
                             "model or project with --model, or reinstall ussl")
     try:
         return json.loads(card.read_text())
@@ -37,9 +45,9 @@ def builtin_card() -> dict:
 
 def builtin_models() -> tuple[list[Path], Path | None]:
     """The shipped students and EvalSeg-Net (in the order the card lists them)."""
-    card = builtin_card()
-    students = [BUILTIN_DIR / f"{name}.keras" for name in card["students"]]
-    evalseg = BUILTIN_DIR / f"{card['evalseg']}.keras" if card.get("evalseg") else None
+    card, folder = builtin_card(), builtin_dir()
+    students = [folder / f"{name}.keras" for name in card["students"]]
+    evalseg = folder / f"{card['evalseg']}.keras" if card.get("evalseg") else None
     missing = [p for p in [*students, evalseg] if p is not None and not p.is_file()]
     if missing:
         raise UsslError(f"{missing[0]}: a built-in model named by {CARD_NAME} is missing; reinstall ussl")
@@ -49,7 +57,7 @@ def builtin_models() -> tuple[list[Path], Path | None]:
 def builtin_fingerprint() -> tuple:
     """Names, sizes and times of the shipped files (what a loaded built-in Segmenter depends on)."""
     return ("builtin", tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                             for p in sorted(BUILTIN_DIR.glob("*")) if p.is_file()))
+                             for p in sorted(builtin_dir().glob("*")) if p.is_file()))
 
 
 def install_as_teacher(project) -> list[Path]:

@@ -373,8 +373,10 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_type, defaults=
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
-            parser.add_argument(flag, type=type(default), default=default,
-                                metavar=item.name.split("_")[-1].upper(), help=help_)
+            choices = item.metadata.get("choices")
+            parser.add_argument(flag, type=type(default), default=default, choices=choices,
+                                metavar=None if choices else item.name.split("_")[-1].upper(),
+                                help=help_)
 
 
 def settings_from_args(settings_type, args: argparse.Namespace):

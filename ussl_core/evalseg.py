@@ -24,12 +24,13 @@ from ussl_core.training import (TrainingSettings, _card, build_or_resume, defaul
 
 
 def evalseg_settings(**overrides) -> TrainingSettings:
-    """EvalSeg-Net's training settings: the students' recipe, except its own epochs, batch size
-    and learning rate (at 1e-3 its sigmoid saturated in the first epoch once: every score 1.0)."""
+    """EvalSeg-Net's training settings: the students' recipe, except its own epochs, batch size,
+    learning rate (at 1e-3 its sigmoid saturated in the first epoch once: every score 1.0) and
+    loss (L2 on its sigmoid output)."""
     from dataclasses import replace
 
     return replace(TrainingSettings(), **{"epochs": 15, "batch_size": 32, "learning_rate": 1e-4,
-                                          **overrides})
+                                          "loss": "mse", **overrides})
 
 
 @dataclass

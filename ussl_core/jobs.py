@@ -65,7 +65,7 @@ def _train(project, spec: dict, cancel: CancelToken) -> Iterator[Progress]:
         if arch == "evalseg":
             # The form's settings, but EvalSeg-Net's own epochs, batch size and learning rate.
             own = {k: v for k, v in dataclasses.asdict(settings).items()
-                   if k not in ("epochs", "batch_size", "learning_rate")}
+                   if k not in ("epochs", "batch_size", "learning_rate", "loss")}
             yield from train_evalseg(project, preset, evalseg_settings(**own), resume=resume,
                                      cancel=cancel)
         else:

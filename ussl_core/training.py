@@ -29,9 +29,12 @@ from ussl_core.progress import CancelToken, Cancelled, Progress
 from ussl_core.store import Project
 
 
-def _option(default, help_: str):
-    """A settings field with the help text that the CLI flags and the GUI forms show."""
-    return field(default=default, metadata={"help": help_})
+LOSSES = ("mse", "bce")
+
+
+def _option(default, help_: str, choices: tuple | None = None):
+    """A settings field with the help text (and choices) that the CLI flags and GUI forms show."""
+    return field(default=default, metadata={"help": help_, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class TrainingSettings:
                                         "share, hue by a tenth of it")
     blur_probability: float = _option(0.0, "share of the images blurred (Gaussian, sigma 0.3-1.5 pixels)")
     grey_probability: float = _option(0.0, "share of the images turned grey")
+    loss: str = _option("mse", "mse: L2 regression of the soft masks (the paper's); bce: binary "
+                               "cross-entropy of the soft masks on the output as a logit", LOSSES)
     validation_share: float = _option(0.15, "share of the videos held out for validation (and calibration)")
     seed: int = _option(0, "random seed of initialisation, split and augmentation")
     tensorboard: bool = _option(False, "also log to PROJECT/logs/tensorboard")
@@ -76,6 +81,8 @@ class TrainingSettings:
                 raise SettingsError(f"{name.replace('_', ' ')} must be in [0, 1]")
         if not 0 <= self.validation_share < 1:
             raise SettingsError("validation share must be in [0, 1)")
+        if self.loss not in LOSSES:
+            raise SettingsError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
 
 
 @dataclass
@@ -418,7 +425,8 @@ def compile_student(model, settings: TrainingSettings) -> None:
     """The optimizer and loss every student (and EvalSeg-Net) trains with."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
+    loss = "mse" if settings.loss == "mse" else keras.losses.BinaryCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss)
 
 
 def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSettings,

@@ -16,12 +16,14 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QGroup
 
 from app.widgets.job_progress import JobProgressView
 from app.widgets.settings_form import SettingsForm
+from ussl_core.builtin import builtin_available
+from ussl_core.evalseg import evalseg_settings
 from ussl_core.generations import GenerationSettings, GenerationStatus, generation_overview
 from ussl_core.progress import Progress
 
 BUSY_TIP = "A job is running; this is available again when it ends (or Cancel it)."
 COLUMNS = ("Generation", "Teacher", "Selection", "Students", "EvalSeg-Net", "Ensembles", "Next step")
-OUR_JOBS = ("train", "next_generation", "add")
+OUR_JOBS = ("evalseg", "next_generation", "add")
 
 
 class GenerationsPanel(QWidget):
@@ -45,7 +47,7 @@ class GenerationsPanel(QWidget):
 
         self.evalseg_epochs = QSpinBox()
         self.evalseg_epochs.setRange(1, 1000)
-        self.evalseg_epochs.setValue(10)
+        self.evalseg_epochs.setValue(evalseg_settings().epochs)
         self.evalseg_button = QPushButton("Train EvalSeg-Net")
         self.generation_form = SettingsForm(GenerationSettings, columns=3)
         self.sources_list = QListWidget()
@@ -57,12 +59,17 @@ class GenerationsPanel(QWidget):
         self.remove_source_button = QPushButton("Remove")
         self.add_now_button = QPushButton("Add to the project now")
         self.next_button = QPushButton("Start the next generation")
+        self.builtin_button = QPushButton("Start from the built-in models")
+        self.builtin_button.setToolTip(
+            "The compact students and EvalSeg-Net shipped with ussl become this project's generation 1 "
+            "and the teacher of generation 2: no training needed first")
         self.cancel_button = QPushButton("Cancel")
         self.progress = JobProgressView()
         self._layout()
 
         self.evalseg_button.clicked.connect(self.train_evalseg)
         self.next_button.clicked.connect(self.start_next_generation)
+        self.builtin_button.clicked.connect(lambda: self.start_next_generation(teacher="builtin"))
         self.add_now_button.clicked.connect(self.add_now)
         self.add_source_button.clicked.connect(self._choose_folder)
         self.add_video_button.clicked.connect(self._choose_video)
@@ -101,6 +108,7 @@ class GenerationsPanel(QWidget):
         actions = QHBoxLayout()
         actions.addWidget(self.add_now_button)
         actions.addStretch(1)
+        actions.addWidget(self.builtin_button)
         actions.addWidget(self.next_button)
         layout.addLayout(actions)
 
@@ -152,11 +160,16 @@ class GenerationsPanel(QWidget):
         has_students = bool(current and current.students)
         self.evalseg_button.setEnabled(free and has_students)
         self.next_button.setEnabled(free and has_students and current.evalseg is not None)
+        # The shipped models can be generation 1 of a project that has trained none of its own.
+        can_start_builtin = bool(current and current.generation == 1 and not current.students
+                                 and current.evalseg is None and builtin_available())
+        self.builtin_button.setEnabled(free and can_start_builtin)
         self.add_now_button.setEnabled(free and bool(self.sources()))
         self.cancel_button.setEnabled(self._job_kind is not None)
         if self.context.busy and self._job_kind is None:
             tip = BUSY_TIP
-            for button in (self.evalseg_button, self.next_button, self.add_now_button):
+            for button in (self.evalseg_button, self.next_button, self.add_now_button,
+                           self.builtin_button):
                 button.setToolTip(tip)
         else:
             self.evalseg_button.setToolTip("" if has_students else "Train students first (Training panel)")
@@ -170,11 +183,11 @@ class GenerationsPanel(QWidget):
         return {"sources": self.sources(), "davis": self.davis_box.isChecked()}
 
     def train_evalseg(self):
-        return self._start({"kind": "train", "archs": ["evalseg"], "preset": self._preset(),
-                            "settings": {"epochs": self.evalseg_epochs.value(), "batch_size": 32},
-                            "resume": True}, "Training EvalSeg-Net")
+        return self._start({"kind": "evalseg", "preset": self._preset(),
+                            "settings": {"epochs": self.evalseg_epochs.value()}, "resume": True},
+                           "Training EvalSeg-Net")
 
-    def start_next_generation(self):
+    def start_next_generation(self, teacher: str = "students"):
         from ussl_core.errors import SettingsError
 
         values = self.generation_form.values()
@@ -183,8 +196,10 @@ class GenerationsPanel(QWidget):
         except (SettingsError, TypeError) as exc:
             self.progress.finish(f"Settings: {exc}")
             return None
-        worker = self._start({"kind": "next_generation", "settings": values, **self._spec_sources()},
-                             "Scoring the students' candidates")
+        worker = self._start({"kind": "next_generation", "settings": values, "teacher": teacher,
+                              **self._spec_sources()},
+                             "Scoring the built-in models' candidates" if teacher == "builtin"
+                             else "Scoring the students' candidates")
         return worker
 
     def add_now(self):

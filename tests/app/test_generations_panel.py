@@ -115,3 +115,20 @@ def test_actions_wait_while_another_job_runs(open_panel, tmp_path):
     context.job = None
     context.busy_changed.emit(False)
     assert panel.next_button.isEnabled()
+
+
+def test_a_fresh_project_starts_generation_2_from_the_builtin_models(open_panel, tmp_path, qtbot,
+                                                                    monkeypatch):
+    from tests.tiny_models import save_tiny_builtin
+
+    monkeypatch.setenv("USSL_BUILTIN_DIR", str(save_tiny_builtin(tmp_path / "builtin")))
+    context, panel = open_panel(make_project(tmp_path, teacher=False, selected=False, models=False))
+    assert panel.builtin_button.isEnabled() and not panel.next_button.isEnabled()
+    panel.generation_form.set_values({"threshold": None, "top_percent": 50.0})
+    with qtbot.waitSignal(context.job_finished, timeout=JOB_TIMEOUT) as finished:
+        assert panel.builtin_button.click() is None
+    assert finished.args == ["next_generation", "done"], panel.progress.status_label.text()
+    assert panel.table.rowCount() == 2
+    assert cells(panel, 0)[3] == "g1_basic_unet_builtin, g1_lowres_builtin"
+    assert cells(panel, 1)[1] == "generation 1 students"
+    assert not panel.builtin_button.isEnabled()      # generation 1 now has models

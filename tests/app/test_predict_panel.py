@@ -263,7 +263,7 @@ def test_bad_files_are_named_and_skipped(qtbot, panel, tmp_path):
 
 
 def test_no_models_says_so_then_loads_them(qtbot, tmp_path, tiny_models, monkeypatch):
-    monkeypatch.setattr("ussl_core.builtin.BUILTIN_DIR", tmp_path / "no-builtin-models")
+    monkeypatch.setenv("USSL_BUILTIN_DIR", str(tmp_path / "no-builtin-models"))
     empty = ProjectContext()
     try:
         idle = open_panel(qtbot, empty)
@@ -303,7 +303,7 @@ def test_no_models_says_so_then_loads_them(qtbot, tmp_path, tiny_models, monkeyp
 def test_without_a_project_or_its_models_the_builtin_models_segment(qtbot, tmp_path, monkeypatch):
     """A freshly installed app: no project, an image dropped, a mask, boxes and a cut-out from the
     models shipped with ussl (tiny stand-ins here; the real ones are tested in test_builtin)."""
-    monkeypatch.setattr("ussl_core.builtin.BUILTIN_DIR", save_tiny_builtin(tmp_path / "builtin"))
+    monkeypatch.setenv("USSL_BUILTIN_DIR", str(save_tiny_builtin(tmp_path / "builtin")))
     fresh = ProjectContext()
     try:
         panel = open_panel(qtbot, fresh)

@@ -373,3 +373,19 @@ def test_recipe_augmentation_scales_colours_blurs_and_greys_on_a_tiny_input() ->
     blurred = np.asarray(_gaussian_blur(stripes, 1.2))
     assert blurred.shape == stripes.shape
     assert np.abs(np.diff(blurred[..., 0], axis=1)).mean() < 0.2 * 255
+
+
+def test_cross_entropy_loss_trains_a_calibrated_student(project_root: Path) -> None:
+    settings = TrainingSettings(epochs=1, batch_size=8, loss="bce")
+    with Project.open(project_root, write=True) as project:
+        events = list(train_student(project, "dilate_unet", "compact", settings, name="bce_unet"))
+        paths = model_paths(project, "bce_unet")
+    assert kinds(events)[-1] == "saved"
+    card = json.loads(paths["card"].read_text())
+    assert card["settings"]["loss"] == "bce" and card["calibration"]["slope"] > 0
+    from ussl_core.models.io import load_model
+
+    outputs = np.asarray(load_model(paths["model"])(np.zeros((1, 128, 128, 3), np.float32)))
+    assert np.all((outputs > 0) & (outputs < 1))
+    with pytest.raises(SettingsError, match="loss"):
+        TrainingSettings(loss="hinge")
