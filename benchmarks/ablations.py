@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from generations import development_sources  # noqa: E402
+from ussl_core.ensemble import ENSEMBLES  # noqa: E402
+from ussl_core.evalseg import evalseg_settings, train_evalseg  # noqa: E402
 from ussl_core.evaluate import evaluate_contenders  # noqa: E402
 from ussl_core.ingest import add_sources, davis_sources, expand_sources  # noqa: E402
 from ussl_core.purity import n_kept, rank_best_first  # noqa: E402
@@ -48,6 +50,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "extra_global10": ({"videos": "all", "per_video": False, "top_percent": 10.0}, {}),
     "extra_cap80": ({"videos": "all", "per_video": False, "max_per_video": 80}, {}),
     "extra_long": ({"videos": "all"}, {"images": 30000}),
+    # Per shot: the top 20 % of each video, at most 40 of one (long static videos dominated).
+    "extra_video_cap40": ({"videos": "all", "max_per_video": 40}, {}),
+    "extra_bce": ({"videos": "all"}, {"loss": "bce"}),
     "extra_video40": ({"videos": "all", "top_percent": 40.0}, {}),
     "extra_scale": ({"videos": "all"}, {"min_crop_fraction": 0.35, "crop_fraction": 1.0,
                                          "aspect_jitter": 0.3}),
@@ -112,8 +117,9 @@ def select_variant(project: Project, selection: dict) -> int:
                                   selection["per_video"], sorted(chosen), 0, 0)
 
 
-def score(project: Project, models: list[Path], step: int) -> dict:
-    results = evaluate_contenders(project, models=(models, None), frame_step=step, ensembles=())
+def score(project: Project, models: list[Path], step: int, evalseg: Path | None = None) -> dict:
+    results = evaluate_contenders(project, models=(models, evalseg), frame_step=step,
+                                  ensembles=ENSEMBLES if evalseg else ())
     return {name: {"iou": round(r["max_mean_iou"], 4), "corloc": round(r["corloc"], 4),
                    "threshold": round(r["max_mean_iou_threshold"], 3)} for name, r in results.items()}
 
@@ -146,19 +152,25 @@ def main() -> None:
         with Project.open(out / "dev", write=True) as project:
             data = load_selection(project, select_variant(project, selection))
             images = training_overrides.pop("images", args.images)
+            archs = training_overrides.pop("archs", args.archs)
             settings = replace(TrainingSettings(), **training_overrides)
             epochs = max(1, round(images / (len(data.frames) * (1 - settings.validation_share))))
             settings = replace(settings, epochs=epochs)
-            models = []
-            for arch in args.archs.split(","):
+            models, evalseg = [], None
+            for arch in archs.split(","):
                 name = f"abl_{variant}_{arch}"
                 if not (project.root / "models" / f"{name}.keras").exists():
                     drain(train_student(project, arch, "compact", settings, name=name, resume=True,
                                         data=data), f"{variant} {arch}")
                 models.append(project.root / "models" / f"{name}.keras")
-            val = score(project, models, args.step)
+            if len(models) > 1:   # an ensemble variant: its own EvalSeg-Net, every method scored
+                evalseg = project.root / "models" / f"abl_{variant}_evalseg.keras"
+                if not evalseg.exists():
+                    drain(train_evalseg(project, "compact", evalseg_settings(), resume=True,
+                                        students=models, name=evalseg.stem), f"{variant} evalseg")
+            val = score(project, models, args.step, evalseg)
         with Project.open(out / "score") as project:
-            train = score(project, models, args.step)
+            train = score(project, models, args.step, evalseg)
         record = {"variant": variant, "selection": selection, "training": VARIANTS[variant][1],
                   "pairs": int(len(data.frames)), "epochs": epochs,
                   "val": val, "train": train, "seconds": round(time.perf_counter() - started)}

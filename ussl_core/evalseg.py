@@ -81,8 +81,10 @@ def collect_evalseg_data(project: Project, students: list[Path], data: EvalSegDa
 
 def train_evalseg(project: Project, preset: str = "compact",
                   settings: TrainingSettings | None = None, max_frames: int = 600,
-                  resume: bool = False, cancel: CancelToken | None = None) -> Iterator[Progress]:
-    """Train the current generation's EvalSeg-Net from its students."""
+                  resume: bool = False, cancel: CancelToken | None = None,
+                  students: list[Path] | None = None, name: str | None = None) -> Iterator[Progress]:
+    """Train the current generation's EvalSeg-Net from its students (or the `students` given,
+    saved as `name`)."""
     import tensorflow as tf
 
     from ussl_core.models import PRESETS, build_model
@@ -90,7 +92,7 @@ def train_evalseg(project: Project, preset: str = "compact",
     project.require_writable()
     settings = settings or evalseg_settings()
     generation = int(project.meta("generation", "1"))
-    students, _ = generation_models(project, generation)
+    students = students if students is not None else generation_models(project, generation)[0]
     if len(students) < 2:
         raise ProjectError(f"{project.root}: EvalSeg-Net learns from at least two students of "
                            f"generation {generation}; {len(students)} trained so far")
@@ -110,7 +112,7 @@ def train_evalseg(project: Project, preset: str = "compact",
             ds = ds.shuffle(int(mask.sum()), seed=settings.seed)
         return ds.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    name = default_model_name("evalseg", preset, generation)
+    name = name or default_model_name("evalseg", preset, generation)
     paths = model_paths(project, name)
     model, state = build_or_resume(paths, resume, lambda: build_model("evalseg", preset), settings)
     # A fixed batch to watch for collapse: a saturated sigmoid scores every candidate the same.
