@@ -14,7 +14,9 @@ from app.context import ProjectContext
 from app.gc_policy import freeze_long_lived
 from app.widgets.drops import dropped_paths
 from app.widgets.job_progress import EtaEstimator, eta_text
+from ussl_core.builtin import builtin_available
 from ussl_core.errors import UsslError
+from ussl_core.media import IMAGE_EXTENSIONS
 from ussl_core.store import Project
 
 MAX_RECENT = 8
@@ -32,6 +34,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.context = context or ProjectContext(self)
         self.settings = QSettings("ussl", "ussl")
+        self._predict_only = False   # the Predict panel shown for images, without a project
         self.resize(1280, 800)
         self._stack = QStackedWidget()
         self._stack.addWidget(self._start_page())
@@ -75,6 +78,17 @@ class MainWindow(QMainWindow):
             button.setMinimumWidth(260)
             layout.addWidget(button, 0, Qt.AlignCenter)
         self.sample_button = button
+        self.segment_button = QPushButton("Segment images...")
+        self.segment_button.setMinimumWidth(260)
+        self.segment_button.clicked.connect(self.segment_images_dialog)
+        layout.addWidget(self.segment_button, 0, Qt.AlignCenter)
+        self.drop_hint = QLabel("Or drop images here: the models shipped with ussl segment them, "
+                                "no project needed.")
+        self.drop_hint.setAlignment(Qt.AlignCenter)
+        layout.addWidget(self.drop_hint)
+        shipped = builtin_available()
+        self.segment_button.setVisible(shipped)
+        self.drop_hint.setVisible(shipped)
         self.start_message = QLabel("")
         self.start_message.setAlignment(Qt.AlignCenter)
         layout.addWidget(self.start_message)
@@ -136,7 +150,31 @@ class MainWindow(QMainWindow):
     def _project_changed(self) -> None:
         root = self.context.root
         self.setWindowTitle(f"{root.name} — ussl" if root else "ussl")
-        self._stack.setCurrentIndex(1 if root else 0)
+        if root is not None:
+            self._predict_only = False
+        self._show_panels()
+
+    def _show_panels(self) -> None:
+        """The start page without a project, unless images were given to segment: then the
+        Predict panel alone (the other panels need a project)."""
+        has_project = self.context.root is not None
+        self._stack.setCurrentIndex(1 if has_project or self._predict_only else 0)
+        for i, panel in enumerate(self.panels):
+            self.tabs.setTabEnabled(i, has_project or panel.title == "Predict")
+
+    def segment_without_project(self, paths: list[Path]) -> None:
+        """Show the Predict panel with these images, segmented by the shipped models."""
+        self._predict_only = True
+        self._show_panels()
+        predict = next(panel for panel in self.panels if panel.title == "Predict")
+        self.tabs.setCurrentWidget(predict)
+        predict.add_paths(paths)
+
+    def segment_images_dialog(self) -> None:
+        patterns = " ".join(f"*{ext}" for ext in sorted(IMAGE_EXTENSIONS))
+        paths, _ = QFileDialog.getOpenFileNames(self, "Images to segment", "", f"Images ({patterns})")
+        if paths:
+            self.segment_without_project([Path(p) for p in paths])
 
     def open_project(self, path: str | Path) -> bool:
         try:
@@ -201,6 +239,9 @@ class MainWindow(QMainWindow):
             self.open_project(path)
 
     def close_project(self) -> None:
+        self._predict_only = False
+        if self.context.root is None:
+            self._show_panels()   # leaving the Predict panel of images without a project
         self.context.close()
 
     def _remember(self, path: str) -> None:
@@ -245,28 +286,39 @@ class MainWindow(QMainWindow):
         box.open()
 
     # ------------------------------------------------------------------ drops
+    def _accepts(self, paths: list[Path]) -> bool:
+        """With a project anything (images to Predict, the rest to Videos); without one,
+        images to segment with the shipped models."""
+        if not paths:
+            return False
+        return self.context.project is not None or (_all_images(paths) and builtin_available())
+
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        if self.context.project is not None and dropped_paths(event):
+        if self._accepts(dropped_paths(event)):
             event.acceptProposedAction()
         else:
             event.ignore()
 
     def dropEvent(self, event) -> None:  # noqa: N802
         """Images go to the Predict panel; videos and folders are added to the project."""
-        from ussl_core.media import IMAGE_EXTENSIONS
+        self.drop_paths(dropped_paths(event), event)
 
-        paths = dropped_paths(event)
-        if not paths or self.context.project is None:
-            event.ignore()
-            return
-        event.acceptProposedAction()
+    def drop_paths(self, paths: list[Path], event=None) -> bool:
+        """What a drop of these paths does (also for scripts and tests); False if refused."""
+        if not self._accepts(paths):
+            if event is not None:
+                event.ignore()
+            return False
+        if event is not None:
+            event.acceptProposedAction()
+        if self.context.project is None:
+            self.segment_without_project(paths)
+            return True
         by_title = {panel.title: panel for panel in self.panels}
-        if all(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in paths):
-            target = by_title["Predict"]
-        else:
-            target = by_title["Videos"]
+        target = by_title["Predict"] if _all_images(paths) else by_title["Videos"]
         self.tabs.setCurrentWidget(target)
         target.add_paths(paths)
+        return True
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         self.settings.setValue("window/geometry", self.saveGeometry())
@@ -274,6 +326,10 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/panel", self.tabs.currentIndex())
         self.context.shutdown()
         super().closeEvent(event)
+
+
+def _all_images(paths: list[Path]) -> bool:
+    return all(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in paths)
 
 
 def device_description() -> str:

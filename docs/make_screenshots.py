@@ -2,6 +2,10 @@
 
     xvfb-run -s "-screen 0 1600x1000x24" python docs/make_screenshots.py PROJECT \\
         --images ../shared/data/davis2016-val/JPEGImages/480p/blackswan [--video blackswan]
+    xvfb-run -s "-screen 0 1600x1000x24" python docs/make_screenshots.py --fresh IMAGE [IMAGE ...]
+
+--fresh: the app as just installed (no project), each image dropped on the window and shown
+in the Predict panel with the models shipped with ussl: predict_fresh_<image stem>.png.
 
 PROJECT is a project with teacher masks, a selection and trained models (for example the one
 `benchmarks/generations.py --out DIR` leaves in DIR/project). It is only read. --images gives
@@ -20,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("project", type=Path)
-    parser.add_argument("--images", type=Path, required=True)
+    parser.add_argument("project", type=Path, nargs="?")
+    parser.add_argument("--images", type=Path)
+    parser.add_argument("--fresh", type=Path, nargs="+", metavar="IMAGE")
     parser.add_argument("--video", default="blackswan")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "screenshots")
     args = parser.parse_args()
@@ -45,6 +50,10 @@ def main() -> int:
     window = MainWindow()
     window.resize(1500, 900)
     window.show()
+    if args.fresh:
+        return shoot_fresh(window, args, settle)
+    if args.project is None or args.images is None:
+        parser.error("give PROJECT and --images, or --fresh IMAGE ...")
     if not window.open_project(args.project):
         return 1
     panels = {panel.title: panel for panel in window.panels}
@@ -114,6 +123,21 @@ def main() -> int:
 
     window.tabs.setCurrentWidget(videos)
     window.setAttribute(Qt.WA_DeleteOnClose, False)
+    window.close()
+    return 0
+
+
+def shoot_fresh(window, args, settle) -> int:
+    """Each image dropped on a window with no project: the shipped models segment it."""
+    predict = next(panel for panel in window.panels if panel.title == "Predict")
+    for image in args.fresh:
+        predict.clear()
+        window.drop_paths([image])
+        settle(240, lambda: predict.rendered(image) is not None and predict.is_idle())
+        settle(2)
+        path = args.out / f"predict_fresh_{image.stem}.png"
+        window.grab().save(str(path))
+        print(f"Predict (fresh app, {image.name}): {path}")
     window.close()
     return 0
 

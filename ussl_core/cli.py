@@ -350,7 +350,7 @@ def cmd_next_generation(args: argparse.Namespace) -> int:
 
     sources = expand_sources(args.add or [], args.davis, args.images)
     settings = GenerationSettings(threshold=None if args.top_percent else args.threshold,
-                                  top_percent=args.top_percent)
+                                  top_percent=args.top_percent, max_per_video=args.max_per_video)
     with _open(args.project, True, _holder(args)) as project:
         with project.job("next-generation", {"add": args.add, "threshold": settings.threshold,
                                              "top_percent": settings.top_percent,
@@ -496,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.8, metavar="T",
                    help="keep candidates EvalSeg-Net scores above T (default 0.8, the paper's)")
     p.add_argument("--top-percent", type=float, metavar="P", help="or keep the best P percent")
+    p.add_argument("--max-per-video", type=int, metavar="N",
+                   help="at most N candidates of one video (the best)")
     p.add_argument("--teacher", default="students", choices=["students", "builtin"],
                    help="students: this generation's own (default); builtin: the models shipped "
                         "with ussl become generation 1 first, so nothing needs training")

@@ -19,7 +19,8 @@ from ussl_core.errors import ProjectError, SettingsError
 from ussl_core.training import generation_models
 from ussl_core.ingest import SourceSpec, add_sources
 from ussl_core.progress import CancelToken, Progress
-from ussl_core.purity import n_kept, rank_best_first
+from ussl_core.purity import n_kept
+from ussl_core.selection import best_capped
 from ussl_core.store import Project
 from ussl_core.store.shards import commit_shard, write_shard
 from ussl_core.teacher.runner import store_frames
@@ -29,6 +30,7 @@ from ussl_core.teacher.runner import store_frames
 class GenerationSettings:
     threshold: float | None = None    # EvalSeg-Net score a candidate must exceed (0.8 if neither given)
     top_percent: float | None = None  # or keep the best candidates by score
+    max_per_video: int | None = None  # and at most this many candidates of one video (best first)
     batch: int = 32
 
     def __post_init__(self) -> None:
@@ -36,6 +38,8 @@ class GenerationSettings:
             object.__setattr__(self, "threshold", 0.8)  # the paper's
         elif self.threshold is not None and self.top_percent is not None:
             raise SettingsError("give one of threshold and top_percent, not both")
+        if self.max_per_video is not None and self.max_per_video < 1:
+            raise SettingsError(f"max per video must be at least 1, not {self.max_per_video}")
 
 
 def current_generation(project: Project) -> int:
@@ -130,14 +134,15 @@ def select_candidates(project: Project, generation: int, settings: GenerationSet
     student_ids = [p.id for p in project.producers()
                    if p.kind == "student" and p.generation == generation]
     masks = [m for pid in student_ids for m in project.masks(pid)]
+    scores = np.array([m.score for m in masks])
     if settings.threshold is not None:
-        by_score = {(m.frame_id, m.producer_id) for m in masks if m.score > settings.threshold}
+        wanted = int(np.count_nonzero(scores > settings.threshold))
         method, value = "evalseg_threshold", settings.threshold
     else:
-        order = rank_best_first(np.array([m.score for m in masks]))
-        keep = order[: n_kept(settings.top_percent, len(masks))]
-        by_score = {(masks[i].frame_id, masks[i].producer_id) for i in keep}
+        wanted = n_kept(settings.top_percent, len(masks))
         method, value = "evalseg_top_percent", settings.top_percent
+    keep = best_capped(scores, [m.video_id for m in masks], wanted, settings.max_per_video)
+    by_score = {(masks[i].frame_id, masks[i].producer_id) for i in keep}
     decisions = {k: d["decision"] for k, d in project.decisions().items() if k[1] in student_ids}
     approved = {k for k, d in decisions.items() if d == "approve"}
     rejected = {k for k, d in decisions.items() if d == "reject"}

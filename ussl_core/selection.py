@@ -65,16 +65,23 @@ def chosen_by_score(masks: list[Mask], settings: SelectionSettings) -> set[int]:
 
 def capped(masks: list[Mask], wanted: int, max_per_video: int | None) -> set[int]:
     """Frame ids of the `wanted` best masks, at most `max_per_video` of any one video."""
-    chosen: set[int] = set()
+    keep = best_capped(np.array([m.score for m in masks]), [m.video_id for m in masks], wanted,
+                       max_per_video)
+    return {masks[i].frame_id for i in keep}
+
+
+def best_capped(scores: np.ndarray, videos: list[int], wanted: int,
+                max_per_video: int | None) -> list[int]:
+    """Indices of the `wanted` best scores, at most `max_per_video` of any one video."""
+    chosen: list[int] = []
     counts: dict[int, int] = {}
-    for i in rank_best_first(np.array([m.score for m in masks])):
+    for i in rank_best_first(scores):
         if len(chosen) >= wanted:
             break
-        video = masks[i].video_id
-        if max_per_video is not None and counts.get(video, 0) >= max_per_video:
+        if max_per_video is not None and counts.get(videos[i], 0) >= max_per_video:
             continue
-        counts[video] = counts.get(video, 0) + 1
-        chosen.add(masks[i].frame_id)
+        counts[videos[i]] = counts.get(videos[i], 0) + 1
+        chosen.append(int(i))
     return chosen
 
 

@@ -93,3 +93,34 @@ def test_the_sample_project_is_made_on_first_use_then_opened(qtbot):
         window.open_sample_project()          # already made: opened at once, no job
     assert window.context.job is None and window.context.root == root
     window.close()
+
+
+def test_a_fresh_app_segments_dropped_images_with_the_shipped_models(qtbot, tmp_path, monkeypatch):
+    """No project: the start page invites images; a drop shows the Predict panel alone, the
+    shipped models (tiny stand-ins here) segment them; closing returns to the start page."""
+    import numpy as np
+    from PySide6.QtGui import QImage
+
+    from tests.app.test_videos_panel import send_drop
+    from tests.tiny_models import save_tiny_builtin
+
+    monkeypatch.setenv("USSL_BUILTIN_DIR", str(save_tiny_builtin(tmp_path / "builtin")))
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    assert window._stack.currentIndex() == 0 and window.segment_button.isVisible()
+    image = tmp_path / "photo.png"
+    QImage(64, 48, QImage.Format_RGB888).save(str(image))
+    (tmp_path / "notes.txt").write_text("x")
+    assert send_drop(window, [tmp_path / "notes.txt"]) == (False, False)   # only images without a project
+    assert send_drop(window, [image]) == (True, True)
+    predict = window.tabs.currentWidget()
+    assert window._stack.currentIndex() == 1 and predict.title == "Predict"
+    enabled = [window.tabs.isTabEnabled(i) for i in range(window.tabs.count())]
+    assert enabled == [t == "Predict" for t in (window.tabs.tabText(i) for i in range(window.tabs.count()))]
+    qtbot.waitUntil(lambda: predict.rendered(image) is not None, timeout=120_000)
+    assert predict.models_source == "builtin" and predict.rendered(image).mask.shape == (48, 64)
+    assert np.isfinite(predict.rendered(image).mask).all()
+    window.close_project()
+    assert window._stack.currentIndex() == 0
+    window.close()
