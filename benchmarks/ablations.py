@@ -53,6 +53,15 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # Per shot: the top 20 % of each video, at most 40 of one (long static videos dominated).
     "extra_video_cap40": ({"videos": "all", "max_per_video": 40}, {}),
     "extra_bce": ({"videos": "all"}, {"loss": "bce"}),
+    # On the best selection so far (extra_video_cap40):
+    "cap20": ({"videos": "all", "max_per_video": 20}, {}),
+    "cap40_bce": ({"videos": "all", "max_per_video": 40}, {"loss": "bce"}),
+    "cap40_long": ({"videos": "all", "max_per_video": 40}, {"images": 30000}),
+    "cap40_augment": ({"videos": "all", "max_per_video": 40},
+                      {"min_crop_fraction": 0.5, "crop_fraction": 1.0, "aspect_jitter": 0.2,
+                       "colour_jitter": 0.2, "blur_probability": 0.2, "grey_probability": 0.05}),
+    "cap40_position": ({"videos": "all", "max_per_video": 40},
+                       {"u_net_features": ("rgb", "hsv", "derivatives", "position")}),
     "extra_video40": ({"videos": "all", "top_percent": 40.0}, {}),
     "extra_scale": ({"videos": "all"}, {"min_crop_fraction": 0.35, "crop_fraction": 1.0,
                                          "aspect_jitter": 0.3}),
