@@ -30,6 +30,7 @@ from ussl_core.teacher.runner import store_frames
 class GenerationSettings:
     threshold: float | None = None    # EvalSeg-Net score a candidate must exceed (0.8 if neither given)
     top_percent: float | None = None  # or keep the best candidates by score
+    per_video: bool = False           # the top percent of each video's candidates
     max_per_video: int | None = None  # and at most this many candidates of one video (best first)
     batch: int = 32
 
@@ -134,15 +135,18 @@ def select_candidates(project: Project, generation: int, settings: GenerationSet
     student_ids = [p.id for p in project.producers()
                    if p.kind == "student" and p.generation == generation]
     masks = [m for pid in student_ids for m in project.masks(pid)]
-    scores = np.array([m.score for m in masks])
-    if settings.threshold is not None:
-        wanted = int(np.count_nonzero(scores > settings.threshold))
-        method, value = "evalseg_threshold", settings.threshold
-    else:
-        wanted = n_kept(settings.top_percent, len(masks))
-        method, value = "evalseg_top_percent", settings.top_percent
-    keep = best_capped(scores, [m.video_id for m in masks], wanted, settings.max_per_video)
-    by_score = {(masks[i].frame_id, masks[i].producer_id) for i in keep}
+    groups: dict[int | None, list] = {}
+    for m in masks:
+        groups.setdefault(m.video_id if settings.per_video else None, []).append(m)
+    by_score: set[tuple[int, int]] = set()
+    for group in groups.values():
+        scores = np.array([m.score for m in group])
+        wanted = (int(np.count_nonzero(scores > settings.threshold)) if settings.threshold is not None
+                  else n_kept(settings.top_percent, len(group)))
+        keep = best_capped(scores, [m.video_id for m in group], wanted, settings.max_per_video)
+        by_score |= {(group[i].frame_id, group[i].producer_id) for i in keep}
+    method, value = (("evalseg_threshold", settings.threshold) if settings.threshold is not None
+                     else ("evalseg_top_percent", settings.top_percent))
     decisions = {k: d["decision"] for k, d in project.decisions().items() if k[1] in student_ids}
     approved = {k for k, d in decisions.items() if d == "approve"}
     rejected = {k for k, d in decisions.items() if d == "reject"}
@@ -150,7 +154,7 @@ def select_candidates(project: Project, generation: int, settings: GenerationSet
     if not members:
         raise ProjectError(f"{project.root}: no candidate passes the selection "
                            f"({method} {value}); lower it with --threshold or use --top-percent")
-    project.save_selection(student_ids[0], method, float(value), False, [],
+    project.save_selection(student_ids[0], method, float(value), settings.per_video, [],
                            len(approved - by_score), len(rejected & by_score), members=members,
                            generation=generation + 1,
                            source=f"students of generation {generation}, scored by EvalSeg-Net")

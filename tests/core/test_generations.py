@@ -251,3 +251,23 @@ def test_a_saturated_evalseg_net_raises_the_collapse_event(gen1: Path, tmp_path:
     assert "collapsed" in collapse[0].message
     card = json.loads((root / "models" / "g1_evalseg_compact.json").read_text())
     assert card["collapsed_at_epoch"] == 2
+
+
+def test_candidates_per_video_and_capped(gen1: Path, gen2: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from ussl_core.generations import select_candidates
+
+    copy = tmp_path / "copy"
+    shutil.copytree(gen1, copy)
+    with Project.open(copy, write=True) as project:
+        n = select_candidates(project, 1, GenerationSettings(top_percent=50, per_video=True, max_per_video=7))
+        members = project.selection_members(project.active_selection()["id"])
+        video_of = {f.id: f.video_id for f in project.frames()}
+        per_video: dict[int, int] = {}
+        for frame_id, _ in members:
+            per_video[video_of[frame_id]] = per_video.get(video_of[frame_id], 0) + 1
+        assert n == len(members) == sum(per_video.values())
+        # Every video keeps candidates (per video), none more than the cap.
+        assert set(per_video) == {v.id for v in project.videos()}
+        assert max(per_video.values()) == 7
