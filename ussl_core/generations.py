@@ -19,8 +19,7 @@ from ussl_core.errors import ProjectError, SettingsError
 from ussl_core.training import generation_models
 from ussl_core.ingest import SourceSpec, add_sources
 from ussl_core.progress import CancelToken, Progress
-from ussl_core.purity import n_kept
-from ussl_core.selection import best_capped
+from ussl_core.selection import kept_by_score
 from ussl_core.store import Project
 from ussl_core.store.shards import commit_shard, write_shard
 from ussl_core.teacher.runner import store_frames
@@ -135,16 +134,9 @@ def select_candidates(project: Project, generation: int, settings: GenerationSet
     student_ids = [p.id for p in project.producers()
                    if p.kind == "student" and p.generation == generation]
     masks = [m for pid in student_ids for m in project.masks(pid)]
-    groups: dict[int | None, list] = {}
-    for m in masks:
-        groups.setdefault(m.video_id if settings.per_video else None, []).append(m)
-    by_score: set[tuple[int, int]] = set()
-    for group in groups.values():
-        scores = np.array([m.score for m in group])
-        wanted = (int(np.count_nonzero(scores > settings.threshold)) if settings.threshold is not None
-                  else n_kept(settings.top_percent, len(group)))
-        keep = best_capped(scores, [m.video_id for m in group], wanted, settings.max_per_video)
-        by_score |= {(group[i].frame_id, group[i].producer_id) for i in keep}
+    keep = kept_by_score(np.array([m.score for m in masks]), np.array([m.video_id for m in masks]),
+                         settings)
+    by_score = {(masks[i].frame_id, masks[i].producer_id) for i in np.flatnonzero(keep)}
     method, value = (("evalseg_threshold", settings.threshold) if settings.threshold is not None
                      else ("evalseg_top_percent", settings.top_percent))
     decisions = {k: d["decision"] for k, d in project.decisions().items() if k[1] in student_ids}

@@ -52,22 +52,28 @@ class SelectionResult:
 
 def chosen_by_score(masks: list[Mask], settings: SelectionSettings) -> set[int]:
     """Frame ids the score alone keeps."""
-    if settings.threshold is not None:
-        return capped([m for m in masks if m.score > settings.threshold], len(masks), settings.max_per_video)
-    groups: dict[int | None, list[Mask]] = {}
-    for m in masks:
-        groups.setdefault(m.video_id if settings.per_video else None, []).append(m)
-    chosen: set[int] = set()
-    for group in groups.values():
-        chosen |= capped(group, n_kept(settings.top_percent, len(group)), settings.max_per_video)
-    return chosen
+    keep = kept_by_score(np.array([m.score for m in masks]), np.array([m.video_id for m in masks]),
+                         settings)
+    return {masks[i].frame_id for i in np.flatnonzero(keep)}
 
 
-def capped(masks: list[Mask], wanted: int, max_per_video: int | None) -> set[int]:
-    """Frame ids of the `wanted` best masks, at most `max_per_video` of any one video."""
-    keep = best_capped(np.array([m.score for m in masks]), [m.video_id for m in masks], wanted,
-                       max_per_video)
-    return {masks[i].frame_id for i in keep}
+def kept_by_score(scores: np.ndarray, video_ids: np.ndarray, settings) -> np.ndarray:
+    """Which masks (given as scores and their videos) the score alone keeps, as booleans: the top
+    percent over all masks or of each video, or those above the threshold; at most
+    max_per_video of one video. `settings`: a SelectionSettings or GenerationSettings."""
+    scores, video_ids = np.asarray(scores, np.float64), np.asarray(video_ids)
+    keep = np.zeros(len(scores), bool)
+    groups = ([np.flatnonzero(video_ids == v) for v in np.unique(video_ids)] if settings.per_video
+              else [np.arange(len(scores))])
+    for group in groups:
+        if settings.threshold is not None:   # only masks above it, capped; none refill from below
+            group = group[scores[group] > settings.threshold]
+            wanted = len(group)
+        else:
+            wanted = n_kept(settings.top_percent, len(group))
+        keep[group[best_capped(scores[group], video_ids[group].tolist(), wanted,
+                               settings.max_per_video)]] = True
+    return keep
 
 
 def best_capped(scores: np.ndarray, videos: list[int], wanted: int,

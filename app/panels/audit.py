@@ -21,7 +21,7 @@ import numpy as np
 from PySide6.QtCore import QItemSelectionModel, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGridLayout,
-                               QHBoxLayout, QLabel, QPushButton, QSplitter, QToolButton,
+                               QHBoxLayout, QLabel, QPushButton, QSpinBox, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
 
 from app.panels.audit_table import (APPROVE, CODES, NAMES, NONE, REJECT, THUMB, AuditRecord,
@@ -32,16 +32,14 @@ from app.widgets.thumbnails import (PayloadRole, RecordRole, ThumbnailCache, Thu
 from app.workers import is_alive, never_raising
 from ussl_core.errors import ProjectError, ProjectLockedError, UsslError
 from ussl_core.purity import PurityCurve, decisions_curve, n_kept, purity_curve
-from ussl_core.selection import SelectionSettings, select
+from ussl_core.selection import SelectionSettings, kept_by_score, select
 from ussl_core.store import Project
 
 DECISION_FILTERS = ("All", "Approved", "Rejected", "Undecided")
 BUSY_MESSAGE = "A job is running: decisions and selection are paused until it finishes."
 CURVE_REFRESH_MS = 800
 COMPUTING_DELAY_MS = 250   # the purity placeholder waits this long for the curve
-
-
-
+SELECTION_DEFAULTS = SelectionSettings()   # the cut-off's controls start at the defaults
 
 
 # ============================================================================ panel
@@ -187,7 +185,7 @@ class AuditPanel(QWidget):
         self.percent_spin.setDecimals(1)
         self.percent_spin.setSingleStep(1.0)
         self.percent_spin.setSuffix(" %")
-        self.percent_spin.setValue(10.0)   # the paper keeps the top 10 percent
+        self.percent_spin.setValue(SELECTION_DEFAULTS.top_percent)
         self.percent_spin.setKeyboardTracking(False)
         self.percent_spin.valueChanged.connect(self._cutoff_changed)
         self.threshold_spin = QDoubleSpinBox()
@@ -198,6 +196,21 @@ class AuditPanel(QWidget):
         self.threshold_spin.setKeyboardTracking(False)
         self.threshold_spin.valueChanged.connect(self._cutoff_changed)
         self.threshold_spin.hide()
+        self.per_video_check = QCheckBox("of each video")
+        self.per_video_check.setToolTip("The cut-off applies to each video's masks on its own, so "
+                                        "every video keeps some")
+        self.per_video_check.setChecked(SELECTION_DEFAULTS.per_video)
+        self.per_video_check.toggled.connect(self._cutoff_changed)
+        self.cap_spin = QSpinBox()
+        self.cap_spin.setRange(0, 1_000_000)
+        self.cap_spin.setSpecialValueText("no cap")
+        self.cap_spin.setPrefix("at most ")
+        self.cap_spin.setSuffix(" per video")
+        self.cap_spin.setToolTip("Keep at most this many masks of one video (the best): long, "
+                                 "static videos would otherwise fill the selection")
+        self.cap_spin.setValue(SELECTION_DEFAULTS.max_per_video or 0)
+        self.cap_spin.setKeyboardTracking(False)
+        self.cap_spin.valueChanged.connect(self._cutoff_changed)
         self.kept_label = QLabel("")
         self.kept_label.setWordWrap(True)
         self.apply_button = QPushButton("Apply selection")
@@ -215,7 +228,9 @@ class AuditPanel(QWidget):
         cutoff.addWidget(self.mode_combo, 0, 1)
         cutoff.addWidget(self.percent_spin, 0, 2)
         cutoff.addWidget(self.threshold_spin, 0, 2)
-        cutoff.setColumnStretch(3, 1)
+        cutoff.addWidget(self.per_video_check, 0, 3)
+        cutoff.addWidget(self.cap_spin, 1, 1, 1, 2)
+        cutoff.setColumnStretch(4, 1)
 
         right = QWidget()
         right_layout = QVBoxLayout(right)
@@ -650,7 +665,8 @@ class AuditPanel(QWidget):
                                     if self.undo_stack.canRedo() else "Nothing to redo")
         self.apply_button.setEnabled(not busy and has_table and not self._applying)
         self.plot.setEnabled(has_table)
-        for widget in (self.percent_spin, self.threshold_spin, self.mode_combo):
+        for widget in (self.percent_spin, self.threshold_spin, self.mode_combo,
+                       self.per_video_check, self.cap_spin):
             widget.setEnabled(has_table)
 
     # ------------------------------------------------------------------ cut-off
@@ -692,19 +708,26 @@ class AuditPanel(QWidget):
         else:
             self.percent_spin.setValue(round(percent, 1))
 
-    def kept_by_score(self) -> int:
-        """How many masks the score alone keeps at the cut-off."""
+    def kept_mask(self) -> np.ndarray:
+        """Which table positions the score alone keeps at the cut-off (selection's own rule)."""
         table = self.model.table
         if table is None or not len(table):
-            return 0
-        if self.threshold_mode:
-            return int(np.count_nonzero(table.score > self.threshold_spin.value()))
-        return n_kept(self.percent_spin.value(), len(table))
+            return np.zeros(0, bool)
+        return kept_by_score(table.score, table.video_id, self.selection_settings())
+
+    def kept_by_score(self) -> int:
+        """How many masks the score alone keeps at the cut-off."""
+        return int(np.count_nonzero(self.kept_mask()))
 
     def selection_settings(self) -> SelectionSettings:
-        if self.threshold_mode:
-            return SelectionSettings(top_percent=None, threshold=self.threshold_spin.value())
-        return SelectionSettings(top_percent=self.percent_spin.value())
+        rule = ({"top_percent": None, "threshold": self.threshold_spin.value()} if self.threshold_mode
+                else {"top_percent": self.percent_spin.value()})
+        return SelectionSettings(**rule, per_video=self.per_video_check.isChecked(),
+                                 max_per_video=self.cap_spin.value() or None)
+
+    def _whole_ranking(self) -> bool:
+        """The cut-off is a prefix of the global score order (what the purity curve shows)."""
+        return not self.per_video_check.isChecked() and not self.cap_spin.value()
 
     def _update_cutoff(self) -> None:
         table = self.model.table
@@ -713,22 +736,26 @@ class AuditPanel(QWidget):
             self.plot.set_cutoff(self.percent_spin.value())
             return
         n = len(table)
-        k = self.kept_by_score()
-        if self.model.set_kept(k):
+        kept = self.kept_mask()
+        k = int(np.count_nonzero(kept))
+        if self.model.set_kept(kept):
             self.grid.viewport().update()   # the visible cells dim or brighten
-        percent = self.percent_spin.value() if not self.threshold_mode else 100.0 * k / n
+        whole = self._whole_ranking()
+        percent = self.percent_spin.value() if whole and not self.threshold_mode else 100.0 * k / n
         self.plot.set_cutoff(percent)
-        approved_below = int(np.count_nonzero(table.decision[k:] == APPROVE))
-        rejected_above = int(np.count_nonzero(table.decision[:k] == REJECT))
+        approved_below = int(np.count_nonzero((table.decision == APPROVE) & ~kept))
+        rejected_above = int(np.count_nonzero((table.decision == REJECT) & kept))
         total = k + approved_below - rejected_above
         parts = [f"Keeps <b>{total:,}</b> of {n:,} masks"]
         if approved_below or rejected_above:
             parts.append(f"({k:,} by score, +{approved_below:,} approved, "
                          f"−{rejected_above:,} rejected)")
-        if self.threshold_mode:
-            parts.append(f"= top {percent:.1f} %")
+        if self.threshold_mode or not whole:
+            parts.append(f"= {percent:.1f} %")
         text = " ".join(parts)
-        if self.curve is not None and k:
+        if not whole:
+            text += "<br>(the curve ranks all masks together; per video the kept masks differ)"
+        elif self.curve is not None and k:
             p = min(max(int(math.ceil(percent)), 1), 100) - 1
             if self.curve.source == "ground_truth":
                 iou, corloc = self.curve.mean_iou[p], self.curve.corloc[p]

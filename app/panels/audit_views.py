@@ -41,7 +41,7 @@ class AuditModel(QAbstractListModel):
         super().__init__(parent)
         self.table: AuditTable | None = None
         self.view = np.empty(0, np.int64)
-        self.kept = 0   # table positions below this are kept by the cut-off
+        self.kept = np.zeros(0, bool)   # per table position: kept by the cut-off
 
     # -- contents
     def set_table(self, table: AuditTable | None, reset: bool = True) -> None:
@@ -50,6 +50,7 @@ class AuditModel(QAbstractListModel):
             self.beginResetModel()
         self.table = table
         self.view = np.arange(len(table), dtype=np.int64) if table is not None else np.empty(0, np.int64)
+        self.kept = np.zeros(len(self.view), bool)
         if reset:
             self.endResetModel()
 
@@ -71,10 +72,11 @@ class AuditModel(QAbstractListModel):
             self.view = np.flatnonzero(keep)
         self.endResetModel()
 
-    def set_kept(self, kept: int) -> bool:
-        """Move the cut-off; True when it moved. No dataChanged over every row (with 100,000
-        rows the view walks them all, ~80 ms): the caller repaints the visible cells."""
-        if kept == self.kept:
+    def set_kept(self, kept: np.ndarray) -> bool:
+        """Move the cut-off (which table positions the score keeps); True when it moved. No
+        dataChanged over every row (with 100,000 rows the view walks them all, ~80 ms): the
+        caller repaints the visible cells."""
+        if np.array_equal(kept, self.kept):
             return False
         self.kept = kept
         return True
@@ -101,7 +103,7 @@ class AuditModel(QAbstractListModel):
 
     def is_kept(self, i: int) -> bool:
         code = self.table.decision[i]
-        return code == APPROVE or (code != REJECT and i < self.kept)
+        return code == APPROVE or (code != REJECT and bool(self.kept[i]))
 
     # -- Qt interface
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 (Qt naming)
@@ -115,7 +117,7 @@ class AuditModel(QAbstractListModel):
         if role == CellRole:
             code = int(t.decision[i])
             return ((t.producer_id, int(t.frame_id[i])), f"{t.score[i]:.3f}", NAMES.get(code, ""),
-                    not (code == APPROVE or (code != REJECT and i < self.kept)))
+                    not (code == APPROVE or (code != REJECT and bool(self.kept[i]))))
         if role == Qt.DisplayRole:
             return f"{t.score[i]:.3f}"
         if role == KeyRole:

@@ -291,16 +291,20 @@ def test_import_unreadable_file(tmp_path, project):
 
 
 def test_max_per_video_caps_each_video_and_fills_from_the_others():
-    from ussl_core.selection import capped
-
     def make(frame: int, video: int, score: float) -> Mask:
         return Mask(frame_id=frame, producer_id=1, score=score, shard="", row=0, video_id=video,
                     shot_id=video)
 
-    # Video 1 holds the six best masks; video 2 the next ones.
+    # Video 1 holds the six best masks; video 2 the next six.
     masks = [make(i, 1, 0.9 - 0.01 * i) for i in range(6)] + [make(10 + i, 2, 0.5 - 0.01 * i) for i in range(6)]
-    assert capped(masks, 4, None) == {0, 1, 2, 3}
-    assert capped(masks, 4, 2) == {0, 1, 10, 11}          # two of video 1, then video 2's best
-    assert capped(masks, 20, 3) == {0, 1, 2, 10, 11, 12}  # fewer than wanted when the caps bind
+
+    def chosen(**settings) -> set[int]:
+        return chosen_by_score(masks, SelectionSettings(**settings))
+
+    assert chosen(top_percent=100 / 3) == {0, 1, 2, 3}
+    assert chosen(top_percent=100 / 3, max_per_video=2) == {0, 1, 10, 11}   # then video 2's best
+    assert chosen(top_percent=100, max_per_video=3) == {0, 1, 2, 10, 11, 12}  # the caps bind
+    assert chosen(top_percent=50, per_video=True, max_per_video=2) == {0, 1, 10, 11}
+    assert chosen(top_percent=None, threshold=0.86, max_per_video=3) == {0, 1, 2}
     with pytest.raises(SettingsError):
         SelectionSettings(max_per_video=0)
