@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--target", default=str(BUILTIN_DIR), help="where the models and card go")
     args = parser.parse_args()
     out, target = Path(args.out), Path(args.target)
+    os.environ["USSL_BUILTIN_DIR"] = str(target)   # the scoring below segments with these models
     started = time.perf_counter()
     specs = expand_sources([Path(args.extra)])
     used = [s for s in specs if licence_of(s.path.name)[1] in SHAREABLE]
@@ -125,6 +126,9 @@ def main() -> None:
     info = algorithm(out / "project", used, [], list(STUDENTS), args.images, args.workers,
                      selection, g2_rule, evalseg)
     copied = export(out / "project", 2, target)
+    students = [copied[a] for a in STUDENTS if a in copied]
+    names = {"students": [p.stem for p in students], "evalseg": "evalseg" if "evalseg" in copied else None}
+    (target / CARD_NAME).write_text(json.dumps(names) + "\n")   # the full card follows the figures
 
     # Scoring: everything here is unseen by the shipped models.
     with (Project.open(out / "davis") if (out / "davis" / "project.sqlite").exists()
@@ -134,7 +138,6 @@ def main() -> None:
         for _ in run_teacher(project, workers=args.workers):
             pass
     prepare_scoring_project(out / "unseen", Path(args.davis_train), args.workers)
-    students = [copied[a] for a in STUDENTS if a in copied]
     models = {2: (students, copied.get("evalseg"))}
     val_names = {s.path.name for s in davis_sources(args.davis_val)}
     figures = score_sets(out / "davis", out / "unseen", val_names, args.eval_step, models)
@@ -146,7 +149,7 @@ def main() -> None:
 
     card = {
         "name": "ussl built-in compact models",
-        "students": [p.stem for p in students], "evalseg": "evalseg" if "evalseg" in copied else None,
+        **names,
         "default_method": SegmentSettings().method,
         "generation": 2,
         "data": [{"source": s.path.name, "from": licence_of(s.path.name)[0],

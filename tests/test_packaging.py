@@ -181,3 +181,23 @@ def test_help_lists_the_smoke_test_flag(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 0 and "--smoke-test" in capsys.readouterr().out
+
+
+def test_a_plain_install_carries_the_shipped_models(tmp_path):
+    """`pip install .` (not editable) installs ussl_core/builtin: the wheel holds every model
+    and card that the card names."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = next(tmp_path.glob("ussl-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    card = json.loads(zipfile.ZipFile(wheel).read("ussl_core/builtin/card.json"))
+    for model in [*card["students"], card["evalseg"]]:
+        assert f"ussl_core/builtin/{model}.keras" in names
+        assert f"ussl_core/builtin/{model}.json" in names

@@ -173,9 +173,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     from ussl_core.selection import SelectionSettings, select
 
-    settings = SelectionSettings(top_percent=None if args.threshold is not None else args.top_percent,
-                                 threshold=args.threshold, per_video=args.per_video,
-                                 max_per_video=args.max_per_video)
+    settings = keep_rule_from_args(SelectionSettings, args)
     with _open(args.project, True, _holder(args)) as project:
         producer = _producer(project, args.producer)
         result = select(project, producer.id, settings)
@@ -349,11 +347,12 @@ def cmd_next_generation(args: argparse.Namespace) -> int:
     from ussl_core.ingest import expand_sources
 
     sources = expand_sources(args.add or [], args.davis, args.images)
-    settings = GenerationSettings(threshold=None if args.top_percent else args.threshold,
-                                  top_percent=args.top_percent, max_per_video=args.max_per_video)
+    settings = keep_rule_from_args(GenerationSettings, args)
     with _open(args.project, True, _holder(args)) as project:
         with project.job("next-generation", {"add": args.add, "threshold": settings.threshold,
                                              "top_percent": settings.top_percent,
+                                             "per_video": settings.per_video,
+                                             "max_per_video": settings.max_per_video,
                                              "teacher": args.teacher}) as (_, log):
             last = drive(next_generation(project, sources, settings, args.workers,
                                          teacher=args.teacher), log, args.quiet)
@@ -379,6 +378,30 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_type, defaults=
                                 help=help_)
 
 
+def add_keep_rule_flags(parser: argparse.ArgumentParser, defaults, what: str) -> None:
+    """The flags of a rule that keeps the best-scored masks (SelectionSettings for the teacher's
+    masks, GenerationSettings for a generation's candidates), defaults from `defaults`."""
+    rule = parser.add_mutually_exclusive_group()
+    default_rule = (f"{defaults.top_percent:g} %%" if defaults.threshold is None
+                    else f"score above {defaults.threshold:g}")
+    rule.add_argument("--top-percent", type=float, metavar="P",
+                      help=f"keep the best P percent of the {what} (default {default_rule})")
+    rule.add_argument("--threshold", type=float, metavar="T",
+                      help=f"or keep the {what} whose score is above T")
+    parser.add_argument("--per-video", action=argparse.BooleanOptionalAction, default=defaults.per_video,
+                        help=f"the top percent of each video's {what} on its own, or of all together "
+                             f"(default: {'each video' if defaults.per_video else 'all together'})")
+    parser.add_argument("--max-per-video", type=int, metavar="N", default=defaults.max_per_video or 0,
+                        help=f"at most N {what} of one video, the best; with a top percent over all, "
+                             f"their places go to other videos; 0: no cap (default {defaults.max_per_video or 0})")
+
+
+def keep_rule_from_args(settings_type, args: argparse.Namespace):
+    """The keep rule that `add_keep_rule_flags` asked for; the dataclass's defaults otherwise."""
+    return settings_type(top_percent=args.top_percent, threshold=args.threshold, per_video=args.per_video,
+                         max_per_video=args.max_per_video or None)
+
+
 def settings_from_args(settings_type, args: argparse.Namespace):
     """The settings dataclass from the flags `add_settings_flags` made."""
     return settings_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_type)})
@@ -391,6 +414,9 @@ def _segment_defaults():
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ussl_core.generations import GenerationSettings   # light: no TensorFlow
+    from ussl_core.selection import SelectionSettings
+
     parser = argparse.ArgumentParser(
         prog="ussl", description="Unsupervised learning of foreground segmentation from video "
                                  "(Croitoru, Bogolin & Leordeanu, IJCV 2019).")
@@ -435,12 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("select", cmd_select, "select the best masks for training (decisions override)")
     p.add_argument("project")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--top-percent", type=float, metavar="P")
-    group.add_argument("--threshold", type=float, metavar="T")
-    p.add_argument("--per-video", action="store_true", help="top P percent of each video")
-    p.add_argument("--max-per-video", type=int, metavar="N",
-                   help="at most N masks of one video (the best); their places go to other videos")
+    add_keep_rule_flags(p, SelectionSettings(), "masks")
     p.add_argument("--producer", help="whose masks (default: the first teacher)")
 
     p = command("purity", cmd_purity, "purity of the kept masks as selection gets stricter")
@@ -493,11 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add", nargs="+", metavar="SOURCE", help="new unlabeled videos or folders first")
     p.add_argument("--davis", action="store_true", help="the --add sources are DAVIS roots")
     p.add_argument("--images", action="store_true", help="the --add folders hold unrelated images")
-    p.add_argument("--threshold", type=float, default=0.8, metavar="T",
-                   help="keep candidates EvalSeg-Net scores above T (default 0.8, the paper's)")
-    p.add_argument("--top-percent", type=float, metavar="P", help="or keep the best P percent")
-    p.add_argument("--max-per-video", type=int, metavar="N",
-                   help="at most N candidates of one video (the best)")
+    add_keep_rule_flags(p, GenerationSettings(), "candidates")
     p.add_argument("--teacher", default="students", choices=["students", "builtin"],
                    help="students: this generation's own (default); builtin: the models shipped "
                         "with ussl become generation 1 first, so nothing needs training")

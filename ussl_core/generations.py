@@ -19,7 +19,7 @@ from ussl_core.errors import ProjectError, SettingsError
 from ussl_core.training import generation_models
 from ussl_core.ingest import SourceSpec, add_sources
 from ussl_core.progress import CancelToken, Progress
-from ussl_core.selection import kept_by_score
+from ussl_core.selection import DEFAULT_TOP_PERCENT, kept_by_score
 from ussl_core.store import Project
 from ussl_core.store.shards import commit_shard, write_shard
 from ussl_core.teacher.runner import store_frames
@@ -27,15 +27,17 @@ from ussl_core.teacher.runner import store_frames
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    threshold: float | None = None    # EvalSeg-Net score a candidate must exceed (0.8 if neither given)
-    top_percent: float | None = None  # or keep the best candidates by score
-    per_video: bool = False           # the top percent of each video's candidates
-    max_per_video: int | None = None  # and at most this many candidates of one video (best first)
+    # Kept like generation 1's masks (SelectionSettings' defaults): the best 20 % of each video's
+    # candidates by EvalSeg-Net score, at most 20 of one video. The paper keeps scores above 0.8.
+    threshold: float | None = None    # EvalSeg-Net score a candidate must exceed
+    top_percent: float | None = None  # or the best candidates (DEFAULT_TOP_PERCENT if neither given)
+    per_video: bool = True            # the top percent of each video's candidates
+    max_per_video: int | None = 20    # and at most this many candidates of one video (best first)
     batch: int = 32
 
     def __post_init__(self) -> None:
         if self.threshold is None and self.top_percent is None:
-            object.__setattr__(self, "threshold", 0.8)  # the paper's
+            object.__setattr__(self, "top_percent", DEFAULT_TOP_PERCENT)
         elif self.threshold is not None and self.top_percent is not None:
             raise SettingsError("give one of threshold and top_percent, not both")
         if self.max_per_video is not None and self.max_per_video < 1:

@@ -21,18 +21,23 @@ from ussl_core.store import Mask, Project
 DECISION_COLUMNS = ["video", "frame", "producer", "decision", "time", "reason"]
 
 
+DEFAULT_TOP_PERCENT = 20.0
+
+
 @dataclass(frozen=True)
 class SelectionSettings:
-    top_percent: float | None = None   # the paper keeps the top 10 percent (if neither given)
+    # The defaults are the recipe that won on the development data (docs/recipe.md): the top 20 %
+    # of each video, at most 20 masks of one video. The paper keeps the top 10 % over all masks.
+    top_percent: float | None = None   # DEFAULT_TOP_PERCENT if neither this nor threshold is given
     threshold: float | None = None     # or every mask whose score is above this
-    per_video: bool = False
+    per_video: bool = True             # the top percent of each video's masks on its own
     # At most this many masks of one video, the best first (None: no cap). With a global top
     # percent, the places a long video would take go to the next best masks of other videos.
-    max_per_video: int | None = None
+    max_per_video: int | None = 20
 
     def __post_init__(self) -> None:
         if self.top_percent is None and self.threshold is None:
-            object.__setattr__(self, "top_percent", 10.0)
+            object.__setattr__(self, "top_percent", DEFAULT_TOP_PERCENT)
         elif self.top_percent is not None and self.threshold is not None:
             raise SettingsError("give one of top_percent and threshold, not both")
         if self.top_percent is not None and not 0 < self.top_percent <= 100:

@@ -18,6 +18,7 @@ from app.widgets.thumbnails import BadgeRole, DimRole, KeyRole, RecordRole  # no
 from tests.conftest import make_davis  # noqa: E402
 from ussl_core.ingest import add_sources, davis_sources  # noqa: E402
 from ussl_core.purity import n_kept, purity_curve  # noqa: E402
+from ussl_core.selection import SelectionSettings  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
 from ussl_core.teacher.runner import run_teacher  # noqa: E402
 
@@ -253,10 +254,20 @@ def test_filters_reduce_the_rows(qtbot, panel, root):
 # ----------------------------------------------------------------------------- purity and cut-off
 
 
+def over_all_videos(panel) -> None:
+    """The cut-off over all masks together, without a cap per video."""
+    panel.per_video_check.setChecked(False)
+    panel.cap_spin.setValue(0)
+
+
 def test_curve_source_and_cutoff_in_sync(qtbot, panel):
     assert panel.curve.source == "ground_truth"
     assert "ground truth" in panel.source_label.text()
-    assert panel.plot.line_x == pytest.approx(10.0)
+    # The cut-off starts at the selection defaults: the top 20 % of each video, at most 20 of one.
+    assert panel.plot.line_x == pytest.approx(20.0)
+    assert panel.per_video_check.isChecked() and panel.cap_spin.value() == 20
+    assert panel.selection_settings() == SelectionSettings()
+    over_all_videos(panel)
 
     panel.percent_spin.setValue(25.0)
     assert panel.plot.line_x == pytest.approx(25.0)
@@ -318,6 +329,7 @@ def test_apply_selection_keeps_approved_and_drops_rejected(qtbot, panel, root):
     qtbot.keyClick(panel.grid, Qt.Key_R)
     select_rows(panel, 39)
     qtbot.keyClick(panel.grid, Qt.Key_A)
+    over_all_videos(panel)
     panel.percent_spin.setValue(25.0)
     assert "+1 approved" in panel.kept_label.text() and "−1 rejected" in panel.kept_label.text()
 

@@ -255,7 +255,7 @@ def test_select_top_percent_and_threshold(taught_copy):
     root = taught_copy
     scores = mask_scores(root)
     n = len(scores)
-    result = ok("select", root, "--top-percent", "10")
+    result = ok("select", root, "--top-percent", "10", "--no-per-video")
     expected = int(np.ceil(0.10 * n))
     assert f"selected {expected} masks of {PRODUCER} ({expected} by score, +0 approved, -0 rejected)" \
         in result.stdout
@@ -272,6 +272,15 @@ def test_select_top_percent_and_threshold(taught_copy):
     for video in VIDEOS:
         assert sum(1 for v, _ in members if v == video) == int(np.ceil(0.10 * N_FRAMES))
 
+    # No rule given: the settings' default, the top 20 % of each video, at most 20 of one.
+    ok("select", root)
+    members, sel = active_members(root), status(root)["selection"]
+    assert (sel["method"], sel["value"], sel["per_video"]) == ("top_percent", 20.0, True)
+    for video in VIDEOS:
+        assert sum(1 for v, _ in members if v == video) == min(20, int(np.ceil(0.20 * N_FRAMES)))
+    ok("select", root, "--top-percent", "100", "--max-per-video", "3")
+    assert len(active_members(root)) == 3 * len(VIDEOS)
+
     threshold = float(np.median(list(scores.values())))
     ok("select", root, "--threshold", repr(threshold))
     assert active_members(root) == {k for k, s in scores.items() if s > threshold}
@@ -281,7 +290,7 @@ def test_select_top_percent_and_threshold(taught_copy):
 def test_decisions_override_selection(taught_copy, tmp_path):
     root = taught_copy
     scores = mask_scores(root)
-    ok("select", root, "--top-percent", "1")
+    ok("select", root, "--top-percent", "1", "--no-per-video")
     (top,) = active_members(root)  # 1 percent of 40 masks: the single best one
     low = min(scores, key=scores.get)
     assert scores[low] < scores[top]
@@ -290,7 +299,7 @@ def test_decisions_override_selection(taught_copy, tmp_path):
                                 (*top, "reject", "", "")])
     ok("decisions", root, "--import", decisions)
 
-    result = ok("select", root, "--top-percent", "1")
+    result = ok("select", root, "--top-percent", "1", "--no-per-video")
     assert "(1 by score, +1 approved, -1 rejected)" in result.stdout
     assert active_members(root) == {low}
     sel = status(root)["selection"]

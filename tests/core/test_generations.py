@@ -84,8 +84,11 @@ def test_missing_evalseg_or_students_is_a_clear_error(gen1: Path, tmp_path: Path
             drain(next_generation(project, workers=1))
     with pytest.raises(SettingsError):
         GenerationSettings(threshold=0.8, top_percent=50)
-    # Neither given: the paper's threshold; one given: only that one.
-    assert GenerationSettings().threshold == 0.8
+    # Neither given: the default rule; one given: only that one.
+    default = GenerationSettings()   # kept like generation 1's masks: the best 20 % of each video, at most 20
+    assert (default.threshold, default.top_percent, default.per_video, default.max_per_video) == (
+        None, 20.0, True, 20)
+    assert GenerationSettings(threshold=0.8).top_percent is None
     assert GenerationSettings(top_percent=50).threshold is None
 
 
@@ -129,8 +132,8 @@ def gen2(gen1: Path) -> dict:
         info["refused_events"] = events
         info["generation_after_refusal"] = project.meta("generation", "1")
         # 3. The same again with top 50 %: nothing left to compute, only the selection.
-        info["events"] = drain(next_generation(project, davis_sources(new_root),
-                                               GenerationSettings(threshold=None, top_percent=50), workers=1))
+        info["events"] = drain(next_generation(project, davis_sources(new_root), GenerationSettings(
+            threshold=None, top_percent=50, per_video=False, max_per_video=None), workers=1))
     return info
 
 

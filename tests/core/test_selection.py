@@ -33,12 +33,16 @@ MASKS = [mask(1, 0.9), mask(2, 0.6), mask(3, 0.8), mask(4, 0.7),
 # ----------------------------------------------------------------------------- chosen_by_score
 
 
+def over_all(**rule) -> SelectionSettings:
+    return SelectionSettings(**rule, per_video=False)
+
+
 def test_top_percent_over_the_whole_project():
-    assert chosen_by_score(MASKS, SelectionSettings(top_percent=50)) == {1, 2, 3, 4}
-    assert chosen_by_score(MASKS, SelectionSettings(top_percent=25)) == {1, 3}
-    assert chosen_by_score(MASKS, SelectionSettings(top_percent=100)) == set(range(1, 9))
+    assert chosen_by_score(MASKS, over_all(top_percent=50)) == {1, 2, 3, 4}
+    assert chosen_by_score(MASKS, over_all(top_percent=25)) == {1, 3}
+    assert chosen_by_score(MASKS, over_all(top_percent=100)) == set(range(1, 9))
     # 10 % of 8 is 0.8 masks: at least one is kept, the best.
-    assert chosen_by_score(MASKS, SelectionSettings(top_percent=10)) == {1}
+    assert chosen_by_score(MASKS, over_all(top_percent=10)) == {1}
 
 
 def test_top_percent_per_video():
@@ -46,7 +50,9 @@ def test_top_percent_per_video():
     assert chosen_by_score(MASKS, settings) == {1, 3, 6, 8}
     # At least one from every video, even where the whole-project cut keeps none of it.
     assert chosen_by_score(MASKS, SelectionSettings(top_percent=10, per_video=True)) == {1, 6}
-    assert chosen_by_score(MASKS, SelectionSettings(top_percent=10)) == {1}
+    assert chosen_by_score(MASKS, over_all(top_percent=10)) == {1}
+    # Per video is the default.
+    assert chosen_by_score(MASKS, SelectionSettings(top_percent=50)) == {1, 3, 6, 8}
 
 
 def test_threshold_keeps_scores_strictly_above():
@@ -61,9 +67,9 @@ def test_threshold_keeps_scores_strictly_above():
 def test_ties_keep_catalog_order():
     tied = [mask(i, 0.5) for i in (10, 11, 12, 13, 14)] + [mask(20, 0.9)]
     # The best first, then the tied ones in the order they were given.
-    assert chosen_by_score(tied, SelectionSettings(top_percent=50)) == {20, 10, 11}
+    assert chosen_by_score(tied, over_all(top_percent=50)) == {20, 10, 11}
     reordered = [mask(i, 0.5) for i in (14, 13, 12, 11, 10)] + [mask(20, 0.9)]
-    assert chosen_by_score(reordered, SelectionSettings(top_percent=50)) == {20, 14, 13}
+    assert chosen_by_score(reordered, over_all(top_percent=50)) == {20, 14, 13}
     assert list(rank_best_first(np.array([0.5, 0.9, 0.5, 0.5, 0.1]))) == [1, 0, 2, 3, 4]
 
 
@@ -100,12 +106,15 @@ def test_selection_settings_validation(kwargs):
 
 
 def test_selection_settings_valid():
-    assert SelectionSettings().top_percent == 10.0  # the paper's value
+    # The default: the recipe chosen on the development data (the paper's is the top 10 % over all).
+    default = SelectionSettings()
+    assert (default.top_percent, default.threshold, default.per_video, default.max_per_video) == (
+        20.0, None, True, 20)
     assert SelectionSettings(top_percent=100).top_percent == 100
     assert SelectionSettings(top_percent=None, threshold=0.8).threshold == 0.8
     assert SelectionSettings(top_percent=None, threshold=0.0).threshold == 0.0
     assert SelectionSettings(threshold=0.5).top_percent is None  # one given: only that one
-    assert SelectionSettings(top_percent=None, threshold=None).top_percent == 10.0
+    assert SelectionSettings(top_percent=None, threshold=None).top_percent == 20.0
     assert issubclass(SettingsError, UsslError)
 
 
@@ -143,7 +152,7 @@ def project(tmp_path):
 def test_select_applies_decisions_over_scores(project):
     project, pid = project
     a, b = frame_ids(project, "a"), frame_ids(project, "b")
-    settings = SelectionSettings(top_percent=30)          # 3 of 10: a0, a2, a4
+    settings = over_all(top_percent=30)          # 3 of 10: a0, a2, a4
     by_score = {a[0], a[2], a[4]}
     assert chosen_by_score(project.masks(pid), settings) == by_score
 
@@ -299,7 +308,7 @@ def test_max_per_video_caps_each_video_and_fills_from_the_others():
     masks = [make(i, 1, 0.9 - 0.01 * i) for i in range(6)] + [make(10 + i, 2, 0.5 - 0.01 * i) for i in range(6)]
 
     def chosen(**settings) -> set[int]:
-        return chosen_by_score(masks, SelectionSettings(**settings))
+        return chosen_by_score(masks, SelectionSettings(**{"per_video": False, **settings}))
 
     assert chosen(top_percent=100 / 3) == {0, 1, 2, 3}
     assert chosen(top_percent=100 / 3, max_per_video=2) == {0, 1, 10, 11}   # then video 2's best
