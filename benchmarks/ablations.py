@@ -34,6 +34,7 @@ from ussl_core.evaluate import evaluate_contenders  # noqa: E402
 from ussl_core.ingest import add_sources, davis_sources, expand_sources  # noqa: E402
 from ussl_core.purity import n_kept, rank_best_first  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
+from ussl_core.store.model_files import is_trained, model_paths  # noqa: E402
 from ussl_core.teacher.runner import run_teacher  # noqa: E402
 from ussl_core.training import TrainingSettings, load_selection, train_student  # noqa: E402
 
@@ -177,12 +178,12 @@ def main() -> None:
             models, evalseg = [], None
             for arch in archs.split(","):
                 name = f"abl_{variant}_{arch}"
-                if not (project.root / "models" / f"{name}.keras").exists():
+                if not is_trained(project.root, name):
                     drain(train_student(project, arch, "compact", settings, name=name, resume=True,
                                         data=data), f"{variant} {arch}")
-                models.append(project.root / "models" / f"{name}.keras")
+                models.append(model_paths(project.root, name)["model"])
             if len(models) > 1:   # an ensemble variant: its own EvalSeg-Net, every method scored
-                evalseg = project.root / "models" / f"abl_{variant}_evalseg.keras"
+                evalseg = model_paths(project.root, f"abl_{variant}_evalseg")["model"]
                 if not evalseg.exists():
                     drain(train_evalseg(project, "compact", evalseg_settings(), resume=True,
                                         students=models, name=evalseg.stem), f"{variant} evalseg")

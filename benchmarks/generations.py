@@ -43,8 +43,8 @@ from ussl_core.ingest import add_sources, davis_sources, expand_sources  # noqa:
 from ussl_core.selection import SelectionSettings, select  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
 from ussl_core.teacher.runner import run_teacher  # noqa: E402
-from ussl_core.training import (TrainingSettings, default_model_name, generation_models,  # noqa: E402
-                                load_selection, train_student)
+from ussl_core.store.model_files import default_model_name, generation_models, is_trained  # noqa: E402
+from ussl_core.training import TrainingSettings, load_selection, train_student  # noqa: E402
 
 STUDENTS = ("lowres", "fconv", "basic_unet", "dilate_unet", "dense_unet")
 TEACHER = "videopca@g1"
@@ -96,11 +96,11 @@ def train_generation(project: Project, archs: list[str], images: int,
     settings = replace(TrainingSettings(), epochs=epochs_for(images, project, TrainingSettings()))
     data = None
     for arch in archs:
-        if not (project.root / "models" / f"{default_model_name(arch, 'compact', generation)}.keras").exists():
+        if not is_trained(project.root, default_model_name(arch, "compact", generation)):
             data = data or load_selection(project)
             run(train_student(project, arch, "compact", settings, resume=True, data=data),
                 f"g{generation} {arch}")
-    if not (project.root / "models" / f"{default_model_name('evalseg', 'compact', generation)}.keras").exists():
+    if not is_trained(project.root, default_model_name("evalseg", "compact", generation)):
         run(train_evalseg(project, "compact", evalseg, resume=True), f"g{generation} evalseg")
     return {"epochs": settings.epochs, "selected_pairs": project.active_selection()["n_selected"]}
 
@@ -118,8 +118,7 @@ def algorithm(root: Path, g1: list, g2: list, archs: list[str], images: int, wor
                 select(project, project.producer(TEACHER).id, selection)
             info["g1"] = train_generation(project, archs, images, evalseg)
             run(next_generation(project, g2, g2_rule, workers), "next generation")
-        info.setdefault("g1", {"selected_pairs": project.conn.execute(
-            "SELECT n_selected FROM selections WHERE generation=1 ORDER BY id DESC").fetchone()[0]})
+        info.setdefault("g1", {"selected_pairs": project.selections(1)[-1]["n_selected"]})
         info["g2"] = train_generation(project, archs, images, evalseg)
         # The teacher's own masks on the added videos, only to score it there.
         run(run_teacher(project, workers=workers), "teacher on the added videos (for scoring only)")

@@ -45,7 +45,8 @@ from ussl_core.segment import SegmentSettings  # noqa: E402
 from ussl_core.selection import SelectionSettings  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
 from ussl_core.teacher.runner import run_teacher  # noqa: E402
-from ussl_core.training import TrainingSettings, generation_models  # noqa: E402
+from ussl_core.store.model_files import generation_models, read_card, write_card  # noqa: E402
+from ussl_core.training import TrainingSettings  # noqa: E402
 
 # extra-videos/README.md: what each file pattern is, where it comes from and its licence.
 SOURCES = [
@@ -78,11 +79,11 @@ def export(project_root: Path, generation: int, target: Path) -> dict[str, Path]
         old.unlink()
     copied = {}
     for model in [*students, evalseg]:
-        card = json.loads(model.with_suffix(".json").read_text())
+        card = read_card(model)
         arch = card["architecture"]
         shutil.copyfile(model, target / f"{arch}.keras")
         card.update(name=arch, builtin=True)
-        (target / f"{arch}.json").write_text(json.dumps(card, indent=2) + "\n")
+        write_card(target / f"{arch}.keras", card)
         copied[arch] = target / f"{arch}.keras"
     return copied
 

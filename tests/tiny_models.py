@@ -13,12 +13,12 @@ STUDENT_CONSTANT = 0.7   # the lowres student's output everywhere
 
 def save_model_with_card(model, folder: Path, name: str, arch: str, generation: int = 1) -> Path:
     from ussl_core.models.io import save_model_atomic
+    from ussl_core.store.model_files import MODEL_SUFFIX, write_card
 
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.keras"
+    path = folder / f"{name}{MODEL_SUFFIX}"
     save_model_atomic(model, path)
-    (folder / f"{name}.json").write_text(json.dumps({"name": name, "architecture": arch,
-                                                      "preset": "tiny", "generation": generation}))
+    write_card(path, {"name": name, "architecture": arch, "preset": "tiny", "generation": generation})
     return path
 
 

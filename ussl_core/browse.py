@@ -17,7 +17,6 @@ Definitions (also shown in the browser's header tooltips):
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from ussl_core.media import open_source, resize_rgb
 from ussl_core.metrics import iou
 from ussl_core.postprocess import upsample_mask
 from ussl_core.purity import read_ground_truth
-from ussl_core.store import Project
+from ussl_core.store import Project, model_files
 from ussl_core.store.project import Producer
 from ussl_core.store.shards import read_shard
 
@@ -154,21 +153,6 @@ def read_gt(frame: BrowseFrame) -> np.ndarray | None:
 
 
 # ============================================================================ models
-def _card(path: Path) -> dict:
-    card = path.with_suffix(".json")
-    return json.loads(card.read_text()) if card.exists() else {}
-
-
-def model_generations(models: Path) -> list[int]:
-    """Generations with at least one trained student in a models folder, oldest first."""
-    from ussl_core.training import trained_cards
-
-    if not Path(models).is_dir():
-        return []
-    return sorted({int(c.get("generation", 1)) for c in trained_cards(models)
-                   if c.get("architecture") != "evalseg"})
-
-
 @dataclass(frozen=True)
 class GenerationInfo:
     """A generation's models as their cards describe them (nothing loaded)."""
@@ -179,10 +163,8 @@ class GenerationInfo:
 
 
 def generation_info(models: Path, generation: int) -> GenerationInfo:
-    from ussl_core.training import generation_models
-
-    students, evalseg = generation_models(Path(models), generation)
-    names = tuple(_card(p).get("name", p.stem) for p in students)
+    students, evalseg = model_files.generation_models(Path(models), generation)
+    names = tuple(model_files.read_card(p).get("name", p.stem) for p in students)
     files = list(students) + ([evalseg] if evalseg else [])
     signature = tuple((p.name, p.stat().st_mtime_ns) for p in files if p.exists())
     return GenerationInfo(generation, names, evalseg is not None, signature)
@@ -214,10 +196,9 @@ class StudentPredictor:
             raise UsslError(self._error)
         if self._segmenter is None:
             from ussl_core.predict import Segmenter
-            from ussl_core.training import generation_models
 
             try:
-                self._segmenter = Segmenter(*generation_models(self.models, self.generation))
+                self._segmenter = Segmenter(*model_files.generation_models(self.models, self.generation))
             except Exception as exc:  # a missing or broken model file: say so once
                 self._error = f"cannot load the generation-{self.generation} models: {exc}"
                 raise UsslError(self._error) from exc

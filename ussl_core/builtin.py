@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from ussl_core.errors import NoModelsError, ProjectError, UsslError
+from ussl_core.store import model_files
 
 BUILTIN_DIR = Path(__file__).with_name("builtin")
 CARD_NAME = "card.json"
@@ -55,22 +56,19 @@ def builtin_models() -> tuple[list[Path], Path | None]:
 
 
 def builtin_fingerprint() -> tuple:
-    """Names, sizes and times of the shipped files (what a loaded built-in Segmenter depends on)."""
-    return ("builtin", tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                             for p in sorted(builtin_dir().glob("*")) if p.is_file()))
+    """Changes when a shipped model or card changes (what a loaded built-in Segmenter depends on)."""
+    return model_files.revision(builtin_dir())
 
 
 def install_as_teacher(project) -> list[Path]:
     """Copy the shipped students and EvalSeg-Net into `project`'s models folder as its
     generation 1 (`g1_<architecture>_builtin`, cards marked built-in). Refused when the project
     is past generation 1 or already has generation-1 models. Returns the copied model paths."""
-    from ussl_core.training import generation_models
-
     project.require_writable()
     if int(project.meta("generation", "1")) != 1:
         raise ProjectError(f"{project.root}: the built-in models can only be generation 1, and this "
                            f"project is at generation {project.meta('generation')}")
-    students, evalseg = generation_models(project, 1)
+    students, evalseg = model_files.generation_models(project, 1)
     existing = [*students, *([evalseg] if evalseg else [])]
     if existing and all(_is_builtin_copy(p) for p in existing):
         return existing   # installed by an earlier, interrupted run
@@ -80,28 +78,25 @@ def install_as_teacher(project) -> list[Path]:
                            "use them as the teacher (without --teacher builtin)")
     card = builtin_card()
     shipped, shipped_evalseg = builtin_models()
-    models = project.root / "models"
-    models.mkdir(parents=True, exist_ok=True)
     copied = []
     for source in [*shipped, *([shipped_evalseg] if shipped_evalseg else [])]:
-        model_card = json.loads(source.with_suffix(".json").read_text())
-        name = f"g1_{model_card['architecture']}_builtin"
-        target = models / f"{name}.keras"
+        model_card = model_files.read_card(source)
+        if "architecture" not in model_card:
+            raise UsslError(f"{model_files.card_path(source)}: the card of a built-in model is missing "
+                            "or unreadable; reinstall ussl")
+        name = model_files.default_model_name(model_card["architecture"], "builtin", 1)
+        target = model_files.model_paths(project.root, name)["model"]
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{name}.tmp.keras")
         shutil.copyfile(source, tmp)
         tmp.replace(target)
         model_card.update(name=name, generation=1, builtin=True,
                           builtin_source={"name": source.stem, "generation": model_card.get("generation"),
                                           "data": card.get("data")})
-        card_tmp = target.with_suffix(".json.tmp")
-        card_tmp.write_text(json.dumps(model_card, indent=2))
-        card_tmp.replace(target.with_suffix(".json"))
+        model_files.write_card(target, model_card)
         copied.append(target)
     return copied
 
 
 def _is_builtin_copy(model: Path) -> bool:
-    try:
-        return bool(json.loads(model.with_suffix(".json").read_text()).get("builtin"))
-    except (OSError, ValueError):
-        return False
+    return bool(model_files.read_card(model).get("builtin"))

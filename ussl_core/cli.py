@@ -96,7 +96,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def project_status(project) -> dict:
     """What the project holds and where it stands (also what `ussl status --json` prints)."""
-    from ussl_core.training import trained_cards
+    from ussl_core.store.model_files import trained_cards
 
     videos = project.videos()
     producers = []
@@ -122,7 +122,7 @@ def project_status(project) -> dict:
             "rejected_removed": selection["n_rejected_removed"]},
         "decisions": {"approve": sum(1 for d in decisions.values() if d["decision"] == "approve"),
                       "reject": sum(1 for d in decisions.values() if d["decision"] == "reject")},
-        "models": sorted(c["name"] for c in trained_cards(project.root / "models")),
+        "models": sorted(c.get("name", c["path"].stem) for c in trained_cards(project)),
         "running_job": (running[0]["kind"] if running and holder else None),
         "lock_holder": holder,
     }

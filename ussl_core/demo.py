@@ -100,7 +100,8 @@ def run_demo(out: Path, sources: list[SourceSpec] | None = None, workers: int | 
     from ussl_core.evalseg import train_evalseg
     from ussl_core.generations import (GenerationSettings, current_generation, equal_budget_epochs,
                                        next_generation)
-    from ussl_core.training import default_model_name, train_student
+    from ussl_core.store.model_files import default_model_name, is_trained
+    from ussl_core.training import train_student
 
     out.mkdir(parents=True, exist_ok=True)
     spec = SampleSpec(n_frames=settings.frames, width=SAMPLE_SPEC.width, height=SAMPLE_SPEC.height)
@@ -119,9 +120,9 @@ def run_demo(out: Path, sources: list[SourceSpec] | None = None, workers: int | 
         if generation > 1:  # the same image steps as generation 1, however many candidates
             budget = replace(training, epochs=equal_budget_epochs(project, settings.epochs))
         for arch in settings.archs:
-            if not (root / "models" / f"{default_model_name(arch, 'compact', generation)}.keras").exists():
+            if not is_trained(root, default_model_name(arch, "compact", generation)):
                 yield from train_student(project, arch, "compact", budget, resume=True, cancel=cancel)
-        if not (root / "models" / f"{default_model_name('evalseg', 'compact', generation)}.keras").exists():
+        if not is_trained(root, default_model_name("evalseg", "compact", generation)):
             yield from train_evalseg(project, "compact", evalseg_training, resume=True, cancel=cancel)
 
     try:
@@ -210,7 +211,7 @@ def _write_examples(project: Project, producer_id: int, folder: Path, per_video:
 
 
 def _latest_segmenter(project: Project, generation: int):
-    from ussl_core.training import generation_models
+    from ussl_core.store.model_files import generation_models
 
     students, evalseg = generation_models(project, generation)
     if not students:

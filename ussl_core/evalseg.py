@@ -18,9 +18,9 @@ from ussl_core.ensemble import cosine_similarity, multi_net, resize_mask
 from ussl_core.errors import ProjectError
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project
-from ussl_core.training import (TrainingSettings, _card, build_or_resume, default_model_name,
-                                fit_with_events, generation_models, held_out_videos, model_paths,
-                                save_trained)
+from ussl_core.store.model_files import default_model_name, generation_models, model_paths
+from ussl_core.training import (TrainingSettings, build_or_resume, fit_with_events, held_out_videos,
+                                model_card, save_trained)
 
 
 def evalseg_settings(**overrides) -> TrainingSettings:
@@ -113,8 +113,9 @@ def train_evalseg(project: Project, preset: str = "compact",
         return ds.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
 
     name = name or default_model_name("evalseg", preset, generation)
-    paths = model_paths(project, name)
+    paths = model_paths(project.root, name)
     model, state = build_or_resume(paths, resume, lambda: build_model("evalseg", preset), settings)
+    state.update(architecture="evalseg", preset=preset)
     # A fixed batch to watch for collapse: a saturated sigmoid scores every candidate the same.
     watch = np.flatnonzero(~is_val)[:64]
     probe = ((images[watch], candidates[watch]), targets[watch])
@@ -122,8 +123,8 @@ def train_evalseg(project: Project, preset: str = "compact",
     yield from fit_with_events(model, dataset(~is_val, True), dataset(is_val, False) if is_val.any() else None,
                                math.ceil(int((~is_val).sum()) / settings.batch_size), settings, paths,
                                state, name, probe, cancel)
-    card = _card("evalseg", preset, generation, name, model, settings, state,
-                 time.perf_counter() - started)
+    card = model_card("evalseg", preset, generation, name, model, settings, state,
+                      time.perf_counter() - started)
     card["training_data"] = {"students": data.students, "pairs": int(len(targets)),
                              "train_pairs": int((~is_val).sum()), "validation_pairs": int(is_val.sum()),
                              "mean_target": float(targets.mean())}

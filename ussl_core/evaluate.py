@@ -75,7 +75,7 @@ def evaluate_contenders(project, generation: int | None = None, video_ids: set[i
     import numpy as np
 
     from ussl_core.predict import Segmenter
-    from ussl_core.training import generation_models
+    from ussl_core.store.model_files import generation_models
 
     frames = [f for f in project.frames() if f.gt_path and (video_ids is None or f.video_id in video_ids)
               and f.idx % frame_step == 0]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ussl_core.errors import ProjectError, SettingsError
-from ussl_core.training import generation_models
+from ussl_core.store.model_files import generation_models, trained_cards
 from ussl_core.ingest import SourceSpec, add_sources
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.selection import DEFAULT_TOP_PERCENT, kept_by_score
@@ -51,7 +51,7 @@ def current_generation(project: Project) -> int:
 def equal_budget_epochs(project: Project, first_generation_epochs: int) -> int:
     """Epochs for the active selection that give the same image steps as generation 1's
     selection did with `first_generation_epochs` (later generations keep many more candidates)."""
-    sizes = [row[0] for row in project.conn.execute("SELECT n_selected FROM selections ORDER BY id")]
+    sizes = [selection["n_selected"] for selection in project.selections()]
     if not sizes:
         return first_generation_epochs
     return max(2, round(first_generation_epochs * sizes[0] / sizes[-1]))
@@ -173,16 +173,13 @@ class GenerationStatus:
 
 def generation_overview(project: Project) -> list[GenerationStatus]:
     """Every generation so far, oldest first, read from the catalog and the model cards."""
-    from ussl_core.training import trained_cards
-
     current = current_generation(project)
-    cards = trained_cards(project.root / "models") if (project.root / "models").is_dir() else []
+    cards = trained_cards(project)
     teachers = [p.name for p in project.producers() if p.kind == "teacher"]
     overview = []
     for g in range(1, current + 1):
-        row = project.conn.execute(
-            "SELECT n_selected, producer_id FROM selections WHERE generation=? ORDER BY id DESC LIMIT 1",
-            (g,)).fetchone()
+        made = project.selections(g)
+        row = (made[-1]["n_selected"], made[-1]["producer_id"]) if made else None
         students = [c["name"] for c in cards if c.get("generation", 1) == g and c.get("architecture") != "evalseg"]
         evalseg = next((c["name"] for c in cards if c.get("generation", 1) == g
                         and c.get("architecture") == "evalseg"), None)

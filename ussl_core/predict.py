@@ -7,7 +7,6 @@ Student outputs are linear (see models.builders) and are clipped to [0, 1] here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from ussl_core.ensemble import COMMON_SIZE, ENSEMBLES, ensemble_mask, resize_mask
 from ussl_core.errors import NoModelsError, UsslError
 from ussl_core.media import resize_rgb
+from ussl_core.store.model_files import read_card
 
 
 def clip_unit(x: np.ndarray) -> np.ndarray:
@@ -42,8 +42,7 @@ class LoadedModel:
 
         self.path = Path(path)
         self.model = load_model(self.path)
-        card = self.path.with_suffix(".json")
-        self.card = json.loads(card.read_text()) if card.exists() else {}
+        self.card = read_card(self.path)
         self.name = self.card.get("name", self.path.stem)
         self.architecture = self.card.get("architecture", self.model.name)
         self.input_size = int(self.model.inputs[0].shape[1])
@@ -78,14 +77,12 @@ class Segmenter:
     def from_project(cls, project_root: Path, generation: int | None = None,
                      flip_average: bool = False) -> "Segmenter":
         """The latest generation's students and EvalSeg-Net of a project (or of a models folder)."""
-        from ussl_core.training import generation_models, trained_cards
+        from ussl_core.store.model_files import generation_models, latest_generation
 
-        models = Path(project_root) / "models" if (Path(project_root) / "models").is_dir() else Path(project_root)
-        cards = trained_cards(models)
-        if not cards:
+        generation = generation or latest_generation(project_root)
+        if generation is None:
             raise NoModelsError(f"{project_root}: no trained models; train one with `ussl train`")
-        generation = generation or max(c.get("generation", 1) for c in cards)
-        return cls(*generation_models(models, generation), flip_average=flip_average)
+        return cls(*generation_models(project_root, generation), flip_average=flip_average)
 
     def student_masks(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Each student's soft mask of each image, at COMMON_SIZE x COMMON_SIZE."""

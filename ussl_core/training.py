@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import queue
 import threading
@@ -27,6 +26,7 @@ import numpy as np
 from ussl_core.errors import ProjectError, SettingsError
 from ussl_core.progress import CancelToken, Cancelled, Progress
 from ussl_core.store import Project
+from ussl_core.store.model_files import default_model_name, model_paths, write_card
 
 
 LOSSES = ("mse", "bce")
@@ -237,38 +237,6 @@ def distribution_strategy():
 
 
 # ----------------------------------------------------------------------------- training
-def model_paths(project: Project, name: str) -> dict[str, Path]:
-    models = project.root / "models"
-    return {"model": models / f"{name}.keras", "card": models / f"{name}.json",
-            "checkpoint": models / f"{name}.ckpt.keras", "state": models / f"{name}.ckpt.json",
-            "tensorboard": project.root / "logs" / "tensorboard" / name}
-
-
-def trained_cards(models: Path) -> list[dict]:
-    """The cards of the finished models in a models folder, each with its model's "path".
-    (<name>.ckpt.json is an interrupted run's checkpoint state, not a trained model.)"""
-    cards = []
-    for card_path in sorted(Path(models).glob("*.json")):
-        model = card_path.with_suffix(".keras")
-        if card_path.name.endswith(".ckpt.json") or not model.exists():
-            continue
-        cards.append({**json.loads(card_path.read_text()), "path": model})
-    return cards
-
-
-def generation_models(where: Project | Path, generation: int) -> tuple[list[Path], Path | None]:
-    """The students and the EvalSeg-Net of one generation of a project (or a models folder)."""
-    models = where.root / "models" if isinstance(where, Project) else Path(where)
-    cards = [c for c in trained_cards(models) if c.get("generation", 1) == generation]
-    students = [c["path"] for c in cards if c.get("architecture") != "evalseg"]
-    evalseg = next((c["path"] for c in cards if c.get("architecture") == "evalseg"), None)
-    return students, evalseg
-
-
-def default_model_name(arch: str, preset: str, generation: int) -> str:
-    return f"g{generation}_{arch}_{preset}"
-
-
 def train_student(project: Project, arch: str, preset: str = "compact",
                   settings: TrainingSettings = TrainingSettings(), name: str | None = None,
                   resume: bool = False, data: TrainingData | None = None,
@@ -281,12 +249,13 @@ def train_student(project: Project, arch: str, preset: str = "compact",
         raise SettingsError(f"unknown student {arch!r}; choose from {', '.join(STUDENTS)}")
     generation = int(project.meta("generation", "1"))
     name = name or default_model_name(arch, preset, generation)
-    paths = model_paths(project, name)
+    paths = model_paths(project.root, name)
     data = data or load_selection(project)
     train_idx, val_idx = data.split(settings.validation_share, settings.seed)
     if len(train_idx) == 0:
         raise ProjectError(f"{project.root}: no training pairs left after holding out validation videos")
     model, state = build_or_resume(paths, resume, lambda: build_model(arch, preset), settings)
+    state.update(architecture=arch, preset=preset)   # an interrupted run says what it trains
     input_size = PRESETS[preset][arch]["input_size"]
     output_size = int(model.output_shape[1])
 
@@ -300,7 +269,7 @@ def train_student(project: Project, arch: str, preset: str = "compact",
                                dataset(val_idx, False, False) if len(val_idx) else None,
                                math.ceil(len(train_idx) / settings.batch_size), settings, paths,
                                state, name, probe, cancel)
-    card = _card(arch, preset, generation, name, model, settings, state, time.perf_counter() - started)
+    card = model_card(arch, preset, generation, name, model, settings, state, time.perf_counter() - started)
     card["training_data"] = {
         "selection_id": data.selection_id, "producer": data.producer, "pairs": len(data.frames),
         "train_pairs": int(len(train_idx)), "validation_pairs": int(len(val_idx)),
@@ -490,17 +459,16 @@ def save_trained(model, paths: dict[str, Path], card: dict) -> Progress:
     # third of the size of a compiled one), as a finished model needs none.
     inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]
     save_model_atomic(keras.Model(inputs, model.outputs[0], name=model.name), paths["model"])
-    tmp = paths["card"].with_suffix(".tmp")
-    tmp.write_text(json.dumps(card, indent=2))
-    os.replace(tmp, paths["card"])
+    write_card(paths["model"], card)
     for key in ("checkpoint", "state"):
         paths[key].unlink(missing_ok=True)
     return Progress(1, 1, f"{card['name']}: saved", {"event": "saved", "model": str(paths["model"])},
                     stage="train")
 
 
-def _card(arch: str, preset: str, generation: int, name: str, model, settings: TrainingSettings,
-          state: dict, seconds: float) -> dict:
+def model_card(arch: str, preset: str, generation: int, name: str, model, settings: TrainingSettings,
+               state: dict, seconds: float) -> dict:
+    """What a trained model's card says (ussl_core.store.model_files writes it beside the model)."""
     import keras
     import tensorflow as tf
 

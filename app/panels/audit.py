@@ -24,9 +24,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGr
                                QHBoxLayout, QLabel, QPushButton, QSpinBox, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
 
-from app.panels.audit_table import (APPROVE, CODES, NAMES, NONE, REJECT, THUMB, AuditRecord,
+from app.panels.audit_table import (APPROVE, CODES, NAMES, NONE, REJECT, AuditRecord,
                                     AuditTable, ScoredMask, load_table, render_thumbnail)
-from app.panels.audit_views import MUTED, AuditModel, CutoffPlot, DecisionCommand, MaskDialog
+from app.panels.audit_views import AuditModel, CutoffPlot, DecisionCommand, MaskDialog
+from app.style import MUTED, THUMB, WARNING
 from app.widgets.thumbnails import (PayloadRole, RecordRole, ThumbnailCache, ThumbnailDelegate,
                                     ThumbnailGrid, ThumbnailLoader)
 from app.workers import is_alive, never_raising
@@ -288,7 +289,7 @@ class AuditPanel(QWidget):
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, warn: bool = False) -> None:
-        self.status_label.setStyleSheet("color: #b03a2e;" if warn else MUTED)
+        self.status_label.setStyleSheet(WARNING if warn else MUTED)
         self.status_label.setText(text)
 
     # ------------------------------------------------------------------ project and loading

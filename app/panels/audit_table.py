@@ -8,8 +8,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QSize
 
+from app.style import THUMB
 from app.widgets.thumbnails import fit_size
 from ussl_core.demo import overlay
 from ussl_core.progress import CancelToken
@@ -18,7 +18,6 @@ from ussl_core.store import Project
 from ussl_core.store.shards import read_shard
 
 
-THUMB = QSize(96, 72)
 NONE, APPROVE, REJECT = 0, 1, 2
 CODES = {"approve": APPROVE, "reject": REJECT, "clear": NONE}
 NAMES = {APPROVE: "approve", REJECT: "reject"}

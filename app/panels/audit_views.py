@@ -14,6 +14,7 @@ from PySide6.QtGui import QUndoCommand
 from PySide6.QtWidgets import QDialog, QLabel, QVBoxLayout
 
 from app.panels.audit_table import APPROVE, NAMES, NONE, REJECT, AuditRecord, AuditTable
+from app.style import MUTED
 from app.widgets.plot import PlotCanvas
 from app.widgets.thumbnails import (BadgeRole, CellRole, DimRole, KeyRole, PayloadRole, RecordRole,
                                     ThumbnailGrid)
@@ -26,7 +27,6 @@ from ussl_core.store.shards import read_shard
 if TYPE_CHECKING:
     from app.panels.audit import AuditPanel
 
-MUTED = "color: #6b7075;"
 
 
 

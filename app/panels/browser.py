@@ -35,24 +35,24 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QGridLayou
                                QToolButton, QVBoxLayout, QWidget)
 
 from app.gc_policy import freeze_after_import
+from app.style import MUTED, THUMB
 from app.widgets.thumbnails import (CellRole, PayloadRole, ThumbnailCache, ThumbnailDelegate,
                                     ThumbnailLoader, fit_size, qimage_from_rgb)
 from app.workers import is_alive, never_raising
 from ussl_core.browse import (DISAGREEMENT, FRAME_ORDER, IOU_GAIN, MULTI_IOU, SELECT_SCORE,
                               TEACHER_SCORE, BrowseFrame, FrameResult, GenerationInfo, SourceCache,
                               StudentPredictor, compute_batch, fmt, generation_info, key_value,
-                              list_frames, model_generations, read_gt, read_images,
+                              list_frames, read_gt, read_images,
                               read_teacher_mask, sort_keys, sort_order, teacher_producers)
 from ussl_core.ensemble import multi_net
 from ussl_core.progress import Progress
 from ussl_core.store import Project
+from ussl_core.store.model_files import model_generations
 
-THUMB = QSize(112, 84)
 BATCH = 16                 # frames per background batch
 KEPT_RESULTS = 4           # (teacher, generation) result sets kept in memory
 KEPT_PREDICTORS = 2        # generations whose models stay loaded
 BROWSED_TABLES = ("videos", "shots", "frames", "producers", "masks")   # what the rows show
-MUTED = "color: #6b7075;"
 PICKED = QColor("#e08a00")
 NO_MODELS_HINT = ("No trained students yet: the students' masks, Multi-Net and MultiSelect-Net "
                   "appear here after training (train students, and an EvalSeg-Net for "

@@ -14,14 +14,15 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QGroup
                                QHeaderView, QLabel, QListWidget, QPushButton, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from app.style import BUSY_TIP
 from app.widgets.job_progress import JobProgressView
 from app.widgets.settings_form import SettingsForm
 from ussl_core.builtin import builtin_available
 from ussl_core.evalseg import evalseg_settings
 from ussl_core.generations import GenerationSettings, GenerationStatus, generation_overview
 from ussl_core.progress import Progress
+from ussl_core.store import model_files
 
-BUSY_TIP = "A job is running; this is available again when it ends (or Cancel it)."
 COLUMNS = ("Generation", "Teacher", "Selection", "Students", "EvalSeg-Net", "Ensembles", "Next step")
 OUR_JOBS = ("evalseg", "next_generation", "add")
 
@@ -92,8 +93,10 @@ class GenerationsPanel(QWidget):
 
         next_box = QGroupBox("Next generation: the current students become the teacher")
         layout = QVBoxLayout(next_box)
-        layout.addWidget(QLabel("Candidates kept: EvalSeg-Net score above the threshold "
-                                "(default 0.8), or the top percent"))
+        rule = GenerationSettings()
+        layout.addWidget(QLabel(
+            f"Candidates kept by EvalSeg-Net score: by default the best {rule.top_percent:g} % of each "
+            f"video's, at most {rule.max_per_video} of one video; or set a threshold (the paper's: 0.8)"))
         layout.addWidget(self.generation_form)
         layout.addWidget(QLabel("New unlabeled data (optional)"))
         sources = QHBoxLayout()
@@ -216,9 +219,9 @@ class GenerationsPanel(QWidget):
 
     def _preset(self) -> str:
         """The preset of the current generation's students (EvalSeg-Net matches them)."""
-        current = self.overview[-1] if self.overview else None
-        name = current.students[0] if current and current.students else ""
-        return "paper" if name.endswith("_paper") else "compact"
+        root = self.context.root
+        generation = self.overview[-1].generation if self.overview else 1
+        return (model_files.generation_preset(root, generation) if root else None) or "compact"
 
     def _job_progress(self, event: Progress) -> None:
         if self._job_kind is not None:

@@ -29,12 +29,14 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QVBoxLayout, QWidget)
 
 from app.gc_policy import freeze_after_import
+from app.style import MUTED, THUMB, WARNING
 from app.widgets.drops import dropped_paths
 from app.widgets.mask_view import mask_images
 from app.widgets.thumbnails import qimage_from_rgb
 from app.workers import never_raising
 from ussl_core.ensemble import ENSEMBLES, ensemble_mask, resize_mask
 from ussl_core.builtin import builtin_available, builtin_fingerprint
+from ussl_core.store import model_files
 from ussl_core.errors import MediaError, NoModelsError, UsslError
 from ussl_core.export import soft_to_uint8, write_png
 from ussl_core.media import is_image_file, list_image_files, read_image, resize_rgb
@@ -47,12 +49,9 @@ METHOD_TIPS = {"multi": "Multi-Net: the pixel-wise product of every student's ma
                "mean": "Mean-Net: the pixel-wise mean of every student's mask",
                "multiselect": "MultiSelect-Net: per image, the student EvalSeg-Net rates best"}
 DEFAULT_METHOD = SegmentSettings().method
-THUMB = QSize(96, 72)
 STUDENT_TILE = QSize(140, 116)
 GRABCUT_MAX_SIDE = 1024     # GrabCut runs at most this large; its mask is scaled up to the image
 RENDER_CACHE = 12           # full-size views kept: the shown image, its neighbours, a few more
-MUTED = "color: #6b7075;"
-WARN = "color: #b03a2e;"
 BOX_COLOUR = QColor(255, 214, 0)
 PICK_COLOUR = QColor("#2e7dd1")
 
@@ -208,20 +207,9 @@ class ExportJob:
 
 
 def models_fingerprint(root: Path | None) -> tuple:
-    """What the loaded models depend on: the model files' names, sizes and times (the shipped
-    models' when there is no project)."""
-    if root is None:
-        return builtin_fingerprint()
-    folder = Path(root) / "models"
-    files = sorted(folder.glob("*.keras")) + sorted(folder.glob("*.json")) if folder.is_dir() else []
-    stats = []
-    for f in files:
-        try:
-            s = f.stat()
-        except OSError:
-            continue
-        stats.append((f.name, s.st_size, s.st_mtime_ns))
-    return (str(root), tuple(stats))
+    """What the loaded models depend on: the project's model files (the shipped models' when
+    there is no project)."""
+    return builtin_fingerprint() if root is None else model_files.revision(root)
 
 
 
@@ -965,7 +953,7 @@ class PredictPanel(QWidget):
 
     def _set_message(self, text: str, details: str = "") -> None:
         self.message_label.setText(text)
-        self.message_label.setStyleSheet(WARN)
+        self.message_label.setStyleSheet(WARNING)
         self.message_label.setToolTip(details or text)
         self.message_row.setVisible(bool(text))
 

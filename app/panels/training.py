@@ -18,45 +18,24 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QGroupBo
                                QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from app.style import BUSY_TIP
 from app.widgets.job_progress import JobProgressView
 from app.widgets.plot import PlotCanvas
 from app.widgets.settings_form import SettingsForm
 from ussl_core.progress import Progress
-from ussl_core.training import trained_cards
+from ussl_core.store.model_files import interrupted_runs, trained_cards
 
 # The architectures offered, in the order the paper lists them; EvalSeg-Net trains last.
 MODELS = {"lowres": "LowRes-Net", "fconv": "FConv-Net", "basic_unet": "BasicU-Net",
           "dilate_unet": "DilateU-Net", "dense_unet": "DenseU-Net", "evalseg": "EvalSeg-Net"}
 PRESETS = ("compact", "paper")
 REDRAW_MS = 400          # the loss plot is redrawn at most this often
-BUSY_TIP = "A job is running; this is available again when it ends (or Cancel it)."
 
 
 # ----------------------------------------------------------------------------- reading the store
 def read_cards(models: Path) -> list[dict]:
-    """Finished models' cards (ussl_core.training.trained_cards), newest first."""
+    """Finished models' cards, newest first."""
     return sorted(trained_cards(models), key=lambda c: c["path"].stat().st_mtime, reverse=True)
-
-
-def interrupted_runs(models: Path) -> list[dict]:
-    """Runs with a checkpoint but no finished model: name and epochs done."""
-    runs = []
-    for state in sorted(models.glob("*.ckpt.json")):
-        name = state.name[: -len(".ckpt.json")]
-        try:
-            epoch = int(json.loads(state.read_text()).get("epoch", 0))
-        except (OSError, ValueError):
-            continue
-        runs.append({"name": name, "epoch": epoch})
-    return runs
-
-
-def architecture_of(model_name: str) -> str | None:
-    """g1_basic_unet_compact -> basic_unet (the default names of ussl_core.training)."""
-    parts = model_name.split("_")
-    if len(parts) >= 3 and parts[0].startswith("g") and parts[-1] in PRESETS:
-        return "_".join(parts[1:-1])
-    return None
 
 
 # ----------------------------------------------------------------------------- the loss monitor
@@ -365,8 +344,8 @@ class TrainingPanel(QWidget):
     def training_spec(self, resume: bool) -> dict:
         archs = self.selected_models()
         if resume:   # the interrupted runs' architectures, with the checked ones
-            archs = sorted({*archs, *(a for r in self._interrupted
-                                      if (a := architecture_of(r["name"])) in MODELS)},
+            archs = sorted({*archs, *(r["architecture"] for r in self._interrupted
+                                      if r["architecture"] in MODELS)},
                            key=list(MODELS).index)
         return {"kind": "train", "archs": archs, "preset": self.preset_combo.currentText(),
                 "settings": self.settings_form.values(), "resume": resume}

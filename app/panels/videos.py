@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QSpinBox, QSplitter, QStyle, QTableView, QToolButton, QVBoxLayout,
                                QWidget)
 
+from app.style import BUSY_TIP, NO_PROJECT_TIP
 from app.widgets.drops import dropped_paths
 from app.widgets.job_progress import EtaEstimator, eta_text, format_duration
 from app.widgets.mask_view import MaskView
@@ -43,8 +44,6 @@ PREFETCH = 12               # frames ahead of the shown one kept ready (playback
 CACHE_FRAMES = 64
 PLAY_INTERVAL_MS = 100      # ~10 frames/s
 REFRESH_THROTTLE_MS = 1000  # while a job writes: re-read the catalog at most once a second
-BUSY_TIP = "A job is running; this is available again when it ends (or Cancel it)."
-NO_PROJECT_TIP = "Open or create a project first."
 
 
 # ----------------------------------------------------------------------------- reading (threads)

@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
+from PySide6.QtWidgets import QLabel  # noqa: E402
 
 from app.context import ProjectContext  # noqa: E402
 from app.panels.generations import GenerationsPanel  # noqa: E402
@@ -104,6 +105,16 @@ def test_start_the_next_generation_with_new_data(qtbot, open_panel, tmp_path):
     assert "Generation 2" in panel.headline.text()
     # Generation 2 has no students yet: nothing to score or start.
     assert not panel.next_button.isEnabled() and not panel.evalseg_button.isEnabled()
+
+
+def test_the_generation_form_starts_at_the_generation_settings(open_panel, tmp_path):
+    from ussl_core.generations import GenerationSettings
+
+    _, panel = open_panel(make_project(tmp_path))
+    assert GenerationSettings(**panel.generation_form.values()) == GenerationSettings()
+    rule = GenerationSettings()
+    said = f"best {rule.top_percent:g} % of each video's, at most {rule.max_per_video} of one video"
+    assert any(said in label.text() for label in panel.findChildren(QLabel))
 
 
 def test_actions_wait_while_another_job_runs(open_panel, tmp_path):

@@ -9,7 +9,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from app.context import ProjectContext  # noqa: E402
-from app.panels.training import LossMonitor, TrainingPanel, architecture_of, interrupted_runs  # noqa: E402
+from app.panels.training import LossMonitor, TrainingPanel  # noqa: E402
+from ussl_core.store.model_files import architecture_from_name, interrupted_runs  # noqa: E402
 from tests.conftest import make_davis  # noqa: E402
 from ussl_core.ingest import add_sources, davis_sources  # noqa: E402
 from ussl_core.selection import SelectionSettings, select  # noqa: E402
@@ -96,7 +97,8 @@ def test_stop_after_this_epoch_then_resume(qtbot, context, panel, project_root):
     assert stopped == [1]
     # The first epoch was kept as a checkpoint; no finished model yet.
     models = project_root / "models"
-    assert interrupted_runs(models) == [{"name": "g1_basic_unet_compact", "epoch": 1}]
+    assert interrupted_runs(models) == [{"name": "g1_basic_unet_compact", "epoch": 1,
+                                         "architecture": "basic_unet", "preset": "compact"}]
     assert not (models / "g1_basic_unet_compact.keras").exists()
     assert "after epoch 1" in panel.interrupted_label.text()
     assert panel.resume_button.isEnabled()
@@ -178,10 +180,10 @@ def test_loss_monitor_blits_the_lines_until_an_axis_limit_steps(qtbot):
     assert [t.get_text() for t in monitor.axes.get_legend().get_texts()] == ["m", "other"]
 
 
-def test_architecture_of_default_names():
-    assert architecture_of("g1_basic_unet_compact") == "basic_unet"
-    assert architecture_of("g12_evalseg_paper") == "evalseg"
-    assert architecture_of("my_model") is None
+def test_architecture_from_default_names():
+    assert architecture_from_name("g1_basic_unet_compact") == "basic_unet"
+    assert architecture_from_name("g12_evalseg_paper") == "evalseg"
+    assert architecture_from_name("my_model") is None
 
 
 def test_the_form_and_predict_defaults_are_the_settings_dataclasses(qtbot, context):

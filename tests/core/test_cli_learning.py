@@ -189,8 +189,9 @@ def test_segment_bad_model_path_is_one_line(project: dict) -> None:
     assert not (project["tmp"] / "never").exists()
     for target, fragment in ((project["tmp"] / "images", "no trained models"),
                              (project["tmp"] / "notes.txt", "not a .keras model nor a project folder")):
-        code, _, err = ussl("segment", target, project["images"], "--out", project["tmp"] / "never")
+        code, _, err = ussl("segment", project["images"], "--model", target, "--out", project["tmp"] / "never")
         assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+        assert not (project["tmp"] / "never").exists()
 
 
 def test_demo_reduced_runs_end_to_end(tmp_path: Path) -> None:

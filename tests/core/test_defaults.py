@@ -48,3 +48,17 @@ def test_the_demo_trains_with_the_recipe():
     demo = DemoSettings()
     assert demo.training() == dataclasses.replace(TrainingSettings(), epochs=demo.epochs)
     assert demo.evalseg_training() == evalseg_settings(epochs=demo.evalseg_epochs)
+
+
+def test_cli_keep_rules_are_the_selection_and_generation_settings():
+    from ussl_core.cli import keep_rule_from_args
+    from ussl_core.generations import GenerationSettings
+    from ussl_core.selection import SelectionSettings
+
+    assert keep_rule_from_args(SelectionSettings, parsed("select", "p")) == SelectionSettings()
+    assert keep_rule_from_args(GenerationSettings, parsed("next-generation", "p")) == GenerationSettings()
+    # A flag changes only what it names.
+    assert keep_rule_from_args(SelectionSettings, parsed("select", "p", "--no-per-video", "--max-per-video", "0")) \
+        == SelectionSettings(per_video=False, max_per_video=None)
+    assert keep_rule_from_args(GenerationSettings, parsed("next-generation", "p", "--threshold", "0.8")) \
+        == GenerationSettings(threshold=0.8)

@@ -17,7 +17,7 @@ from tests.conftest import make_davis
 from ussl_core.ensemble import resize_mask
 from ussl_core.errors import ProjectError, SettingsError
 from ussl_core.evalseg import train_evalseg
-from ussl_core.training import generation_models
+from ussl_core.store.model_files import generation_models
 from ussl_core.generations import GenerationSettings, next_generation, student_candidates
 from ussl_core.ingest import add_sources, davis_sources
 from ussl_core.progress import CancelToken, Cancelled

@@ -10,6 +10,7 @@ import sys
 LIGHT_MODULES = [
     "ussl_core.media",
     "ussl_core.store",
+    "ussl_core.store.model_files",
     "ussl_core.teacher",
     "ussl_core.teacher.runner",
     "ussl_core.selection",
@@ -17,6 +18,7 @@ LIGHT_MODULES = [
     "ussl_core.metrics",
     "ussl_core.postprocess",
     "ussl_core.ingest",
+    "ussl_core.generations",
     "ussl_core.segment",
     "ussl_core.builtin",
     "ussl_core.cli",

@@ -25,10 +25,11 @@ from ussl_core.ingest import add_sources, davis_sources
 from ussl_core.progress import CancelToken, Cancelled
 from ussl_core.selection import SelectionSettings, select
 from ussl_core.store import Project
+from ussl_core.store.model_files import model_paths
 from ussl_core.teacher.runner import producer_name, run_teacher
 from ussl_core.training import (NEUTRAL_CALIBRATION, TrainingData, TrainingSettings,
                                 fit_calibration, held_out_videos, load_selection, make_dataset,
-                                model_paths, train_student)
+                                train_student)
 
 N_VIDEOS, N_FRAMES = 3, 20
 CARD_KEYS = {"architecture", "preset", "generation", "training_data", "settings", "seed",
@@ -60,7 +61,7 @@ def test_train_student_events_card_and_video_split(project_root: Path) -> None:
     with Project.open(project_root, write=True) as project:
         data = load_selection(project)
         events = list(train_student(project, "lowres", "compact", settings))
-        paths = model_paths(project, "g1_lowres_compact")
+        paths = model_paths(project.root, "g1_lowres_compact")
     assert data.frames.shape == (30, 300, 300, 3) and data.masks.shape == (30, 300, 300)
     train_idx, val_idx = data.split(settings.validation_share, settings.seed)
     train_videos, val_videos = set(data.video_ids[train_idx]), set(data.video_ids[val_idx])
@@ -206,7 +207,7 @@ def test_cancel_stops_within_one_batch(project_root: Path) -> None:
                         after_cancel.append(event)
                     else:
                         token.cancel()
-        paths = model_paths(project, "cancelled_lowres")
+        paths = model_paths(project.root, "cancelled_lowres")
     assert len(after_cancel) <= 2, [e.message for e in after_cancel]
     assert not paths["model"].exists() and not paths["card"].exists()
     import threading
@@ -224,7 +225,7 @@ def test_stop_after_the_epoch_keeps_it_and_resume_finishes(project_root: Path) -
             for event in events:
                 seen.append(event.metrics.get("event"))
                 token.stop_at_boundary()     # asked during the first epoch
-        paths = model_paths(project, "stopped_unet")
+        paths = model_paths(project.root, "stopped_unet")
         # The whole first epoch ran and was checkpointed; then it stopped.
         assert seen.count("epoch") == 1 and seen[-1] == "stopped"
         assert json.loads(paths["state"].read_text())["epoch"] == 1
@@ -264,7 +265,7 @@ def test_collapse_event_on_sparse_targets(project_root: Path, monkeypatch) -> No
         events = list(train_student(project, "lowres", "compact",
                                     TrainingSettings(epochs=3, batch_size=4, learning_rate=0.5),
                                     name="collapsing", data=data))
-        card = json.loads(model_paths(project, "collapsing")["card"].read_text())
+        card = json.loads(model_paths(project.root, "collapsing")["card"].read_text())
     collapses = [e for e in events if e.metrics.get("event") == "collapse"]
     assert len(collapses) == 1
     event = collapses[0]
@@ -379,7 +380,7 @@ def test_cross_entropy_loss_trains_a_calibrated_student(project_root: Path) -> N
     settings = TrainingSettings(epochs=1, batch_size=8, loss="bce")
     with Project.open(project_root, write=True) as project:
         events = list(train_student(project, "dilate_unet", "compact", settings, name="bce_unet"))
-        paths = model_paths(project, "bce_unet")
+        paths = model_paths(project.root, "bce_unet")
     assert kinds(events)[-1] == "saved"
     card = json.loads(paths["card"].read_text())
     assert card["settings"]["loss"] == "bce" and card["calibration"]["slope"] > 0

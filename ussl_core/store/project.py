@@ -499,6 +499,14 @@ class Project:
         row = self.conn.execute("SELECT * FROM selections WHERE active=1 ORDER BY id DESC LIMIT 1").fetchone()
         return dict(row) if row else None
 
+    def selections(self, generation: int | None = None) -> list[dict]:
+        """Every selection made (of one generation, if given), oldest first."""
+        if generation is None:
+            rows = self.conn.execute("SELECT * FROM selections ORDER BY id")
+        else:
+            rows = self.conn.execute("SELECT * FROM selections WHERE generation=? ORDER BY id", (generation,))
+        return [dict(r) for r in rows]
+
     def selection_members(self, selection_id: int) -> list[tuple[int, int]]:
         rows = self.conn.execute("SELECT frame_id, producer_id FROM selection_members "
                                  "WHERE selection_id=? ORDER BY frame_id", (selection_id,))
