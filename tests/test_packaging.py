@@ -61,8 +61,11 @@ def test_spec_loads_and_names_files_that_exist():
     analysis = calls["Analysis"]
     assert [Path(s) for s in analysis.args[0]] == [LAUNCHER] and LAUNCHER.is_file()
     assert str(ROOT) in analysis.kwargs["pathex"]
-    assert analysis.kwargs["datas"] == [(str(ROOT / "resources"), "resources")]
+    # The resources and the models shipped with ussl travel with the app.
+    assert analysis.kwargs["datas"] == [(str(ROOT / "resources"), "resources"),
+                                        (str(ROOT / "ussl_core" / "builtin"), "ussl_core/builtin")]
     assert (ROOT / "resources" / "ussl.desktop").is_file()
+    assert (ROOT / "ussl_core" / "builtin" / "card.json").is_file()
     hidden = analysis.kwargs["hiddenimports"]
     for name in ("ussl_core.jobs", "ussl_core.teacher.runner", "ussl_core.training",
                  "ussl_core.models.layers", "app.main", "app.panels.registry"):
@@ -125,7 +128,7 @@ def test_job_flag_runs_the_job_runner_not_the_gui(tmp_path, capsys):
     finally:
         signal.signal(signal.SIGTERM, saved)
     assert code == 2
-    assert "unknown job kind 'nope'" in json.loads(capsys.readouterr().out.splitlines()[-1])["error"]
+    assert "unknown step 'nope'" in json.loads(capsys.readouterr().out.splitlines()[-1])["error"]
 
 
 def test_frozen_job_worker_runs_a_job_through_the_launcher(qapp, tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ def drive(events: Iterator[Progress], log: Path | None = None, quiet: bool = Fal
 
     bar = None
     last = None
+    stage = None
     log_file = open(log, "a", encoding="utf-8") if log else None
     try:
         for event in events:
@@ -41,7 +42,11 @@ def drive(events: Iterator[Progress], log: Path | None = None, quiet: bool = Fal
                 log_file.flush()
             if quiet:
                 continue
+            if bar is not None and event.stage != stage:   # a new stage: a bar of its own
+                bar.close()
+                bar = None
             if bar is None:
+                stage = event.stage
                 bar = tqdm(total=event.total, desc=event.stage or "working",
                            unit=_UNITS.get(event.stage, "step"), dynamic_ncols=True,
                            file=sys.stderr, mininterval=0.2)
@@ -79,16 +84,42 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_add(args: argparse.Namespace) -> int:
-    from ussl_core.ingest import add_sources, expand_sources
-    from ussl_core.media import ShotSettings
+def run_in_project(args: argparse.Namespace, step, quiet: bool = False,
+                   finished: list[Progress] | None = None) -> list[Progress]:
+    """Run a step (ussl_core.steps) in the project, recorded as a job with its log, with a
+    progress bar; returns the last event of each stage, in the order the stages ended, and
+    appends each model's last word (saved, or already trained) to `finished`."""
+    from ussl_core.steps import run_step, step_spec
 
-    gt = Path(args.ground_truth) if args.ground_truth else None
-    specs = expand_sources(args.sources, args.davis, args.images, gt)
-    shots = ShotSettings(max_shot_length=args.max_shot_length)
+    finished = finished if finished is not None else []
+    last: dict[str, Progress] = {}
+
+    def remember(events):
+        for event in events:
+            if event.metrics.get("event") == "collapse":   # above the progress bar, as it happens
+                print(f"ussl: warning: {event.message}", file=sys.stderr)
+            last.pop(event.stage, None)
+            last[event.stage] = event
+            if event.metrics.get("event") in ("saved", "skipped"):
+                finished.append(event)
+            yield event
+
     with _open(args.project, True, _holder(args)) as project:
-        with project.job("add", {"sources": args.sources, "davis": args.davis}) as (_, log):
-            drive(add_sources(project, specs, shots), log, args.quiet)
+        with project.job(step.kind, step_spec(step)) as (_, log):
+            drive(remember(run_step(project, step)), log, quiet)
+    return list(last.values())
+
+
+def last_of(events: list[Progress], stage: str) -> Progress | None:
+    return next((e for e in reversed(events) if e.stage == stage), None)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from ussl_core.steps import AddStep
+
+    step = AddStep(tuple(args.sources), args.davis, args.images, args.ground_truth, args.max_shot_length)
+    run_in_project(args, step, args.quiet)
+    with _open(args.project, False, _holder(args)) as project:
         videos = project.videos()
         print(f"{len(videos)} video(s), {sum(v.frame_count for v in videos)} frames in the project")
     return 0
@@ -153,32 +184,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
-    from ussl_core.teacher.runner import run_teacher
+    from ussl_core.steps import TeacherStep
 
     try:
         settings = json.loads(args.settings) if args.settings else None
     except json.JSONDecodeError as exc:
         raise SettingsError(f"--settings is not valid JSON ({exc})") from None
-    with _open(args.project, True, _holder(args)) as project:
-        job_args = {"teacher": args.teacher, "workers": args.workers, "settings": settings}
-        with project.job("teacher", job_args) as (_, log):
-            last = drive(run_teacher(project, args.teacher, settings, args.workers, args.replace),
-                         log, args.quiet)
-        rate = last.metrics.get("frames_per_s") if last else None
-        print(f"{args.teacher}: masks for {last.done if last else 0} of {last.total if last else 0} frames"
-              + (f" ({rate:.0f} frames/s this run)" if rate else " (nothing left to do)"))
+    events = run_in_project(args, TeacherStep(args.teacher, settings, args.workers, args.replace), args.quiet)
+    last = last_of(events, "teacher")
+    rate = last.metrics.get("frames_per_s") if last else None
+    print(f"{args.teacher}: masks for {last.done if last else 0} of {last.total if last else 0} frames"
+          + (f" ({rate:.0f} frames/s this run)" if rate else " (nothing left to do)"))
+    measured = last_of(events, "purity")
+    if measured and measured.done:
+        print(measured.message)
     return 0
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from ussl_core.selection import SelectionSettings, select
+    from ussl_core.selection import SelectionSettings
+    from ussl_core.steps import SelectStep
 
-    settings = keep_rule_from_args(SelectionSettings, args)
-    with _open(args.project, True, _holder(args)) as project:
-        producer = _producer(project, args.producer)
-        result = select(project, producer.id, settings)
-    print(f"selected {result.n_selected} masks of {producer.name} ({result.n_by_score} by score, "
-          f"+{result.n_approved_added} approved, -{result.n_rejected_removed} rejected)")
+    rule = dataclasses.asdict(keep_rule_from_args(SelectionSettings, args))
+    print(run_in_project(args, SelectStep(rule, args.producer), quiet=True)[-1].message)
     return 0
 
 
@@ -271,42 +299,27 @@ def _training_settings(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ussl_core.models import STUDENTS
-    from ussl_core.training import load_selection, train_student
+    from ussl_core.names import STUDENTS
+    from ussl_core.steps import TrainStep
 
-    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     unknown = [a for a in archs if a not in STUDENTS]
     if unknown:
         raise SettingsError(f"unknown architecture(s) {', '.join(unknown)}; choose from {', '.join(STUDENTS)}")
-    settings = _training_settings(args)
-    with _open(args.project, True, _holder(args)) as project:
-        data = load_selection(project)  # read once, shared by every architecture of the job
-        for arch in archs:
-            with project.job("train", {"arch": arch, "preset": args.preset, **vars(settings)}) as (_, log):
-                last = drive(_report_collapse(train_student(project, arch, args.preset, settings,
-                                                            resume=args.resume, data=data)),
-                             log, args.quiet)
-            print(last.message if last else f"{arch}: nothing to do")
+    step = TrainStep(archs, args.preset, dataclasses.asdict(_training_settings(args)), args.resume)
+    finished: list[Progress] = []
+    run_in_project(args, step, args.quiet, finished)
+    for event in finished:
+        print(event.message)
     return 0
 
 
-def _report_collapse(events):
-    """Collapse events are printed as they happen, above the progress bar."""
-    for event in events:
-        if event.metrics.get("event") == "collapse":
-            print(f"ussl: warning: {event.message}", file=sys.stderr)
-        yield event
-
-
 def cmd_evalseg(args: argparse.Namespace) -> int:
-    from ussl_core.evalseg import train_evalseg
+    from ussl_core.steps import EvalSegStep
 
-    settings = _training_settings(args)
-    with _open(args.project, True, _holder(args)) as project:
-        with project.job("evalseg", {"preset": args.preset, **vars(settings)}) as (_, log):
-            last = drive(train_evalseg(project, args.preset, settings, args.max_frames,
-                                       resume=args.resume), log, args.quiet)
-    print(last.message if last else "EvalSeg-Net: nothing to do")
+    step = EvalSegStep(args.preset, dataclasses.asdict(_training_settings(args)), args.resume, args.max_frames)
+    events = run_in_project(args, step, args.quiet)
+    print(events[-1].message if events else "EvalSeg-Net: nothing to do")
     return 0
 
 
@@ -343,20 +356,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_next_generation(args: argparse.Namespace) -> int:
-    from ussl_core.generations import GenerationSettings, next_generation
-    from ussl_core.ingest import expand_sources
+    from ussl_core.generations import GenerationSettings
+    from ussl_core.steps import NextGenerationStep
 
-    sources = expand_sources(args.add or [], args.davis, args.images)
-    settings = keep_rule_from_args(GenerationSettings, args)
-    with _open(args.project, True, _holder(args)) as project:
-        with project.job("next-generation", {"add": args.add, "threshold": settings.threshold,
-                                             "top_percent": settings.top_percent,
-                                             "per_video": settings.per_video,
-                                             "max_per_video": settings.max_per_video,
-                                             "teacher": args.teacher}) as (_, log):
-            last = drive(next_generation(project, sources, settings, args.workers,
-                                         teacher=args.teacher), log, args.quiet)
-    print(last.message if last else "")
+    rule = dataclasses.asdict(keep_rule_from_args(GenerationSettings, args))
+    step = NextGenerationStep(tuple(args.add or ()), args.davis, args.images, rule, args.teacher, args.workers)
+    events = run_in_project(args, step, args.quiet)
+    print(events[-1].message if events else "")
     return 0
 
 
@@ -414,8 +420,11 @@ def _segment_defaults():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ussl_core.generations import GenerationSettings   # light: no TensorFlow
+    from ussl_core.generations import TEACHERS as GENERATION_TEACHERS   # light: no TensorFlow
+    from ussl_core.generations import GenerationSettings
+    from ussl_core.names import PRESET_NAMES
     from ussl_core.selection import SelectionSettings
+    from ussl_core.teacher import TEACHERS
 
     parser = argparse.ArgumentParser(
         prog="ussl", description="Unsupervised learning of foreground segmentation from video "
@@ -451,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("teacher", cmd_teacher, "compute the teacher's soft masks for every shot")
     p.add_argument("project")
-    p.add_argument("--teacher", default="videopca", choices=["videopca", "mog2"])
+    p.add_argument("--teacher", default="videopca", choices=list(TEACHERS))
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes (default: the number of cores)")
     p.add_argument("--settings", metavar="JSON", help='teacher settings, e.g. \'{"n_components": 5}\'')
@@ -491,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ussl_core.training import TrainingSettings
 
     def training_flags(p: argparse.ArgumentParser, defaults) -> None:
-        p.add_argument("--preset", default="compact", choices=["compact", "paper"])
+        p.add_argument("--preset", default="compact", choices=PRESET_NAMES)
         add_settings_flags(p, TrainingSettings, defaults)
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
         p.add_argument("--quiet", action="store_true")
@@ -515,14 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--davis", action="store_true", help="the --add sources are DAVIS roots")
     p.add_argument("--images", action="store_true", help="the --add folders hold unrelated images")
     add_keep_rule_flags(p, GenerationSettings(), "candidates")
-    p.add_argument("--teacher", default="students", choices=["students", "builtin"],
+    p.add_argument("--teacher", default="students", choices=GENERATION_TEACHERS,
                    help="students: this generation's own (default); builtin: the models shipped "
                         "with ussl become generation 1 first, so nothing needs training")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
     p.add_argument("--quiet", action="store_true")
 
     p = command("models", cmd_models, "every architecture with its sizes and parameter count")
-    p.add_argument("--preset", choices=["compact", "paper"])
+    p.add_argument("--preset", choices=PRESET_NAMES)
     p.add_argument("--json", action="store_true")
 
     segment_defaults = _segment_defaults()

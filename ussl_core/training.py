@@ -408,7 +408,8 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
 
     total = settings.epochs * steps
     if state["epoch"] >= settings.epochs:
-        yield Progress(total, total, f"{name}: already trained {state['epoch']} epochs", stage="train")
+        yield Progress(total, total, f"{name}: already trained {state['epoch']} epochs",
+                       {"event": "skipped"}, stage="train")
         return
     events: queue.Queue = queue.Queue()
     cancel = cancel or CancelToken()

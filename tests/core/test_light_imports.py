@@ -22,6 +22,9 @@ LIGHT_MODULES = [
     "ussl_core.segment",
     "ussl_core.builtin",
     "ussl_core.cli",
+    "ussl_core.names",
+    "ussl_core.steps",
+    "ussl_core.jobs",
 ]
 HEAVY = ["tensorflow", "keras", "PySide6"]
 

@@ -19,10 +19,8 @@ from keras import layers
 
 from ussl_core.errors import SettingsError
 from ussl_core.models.layers import FusedBatchNormalization, ImageFeatures
+from ussl_core.names import ARCHITECTURES, EVALSEG, STUDENTS  # noqa: F401 (re-exported)
 
-STUDENTS = ("lowres", "fconv", "basic_unet", "dilate_unet", "dense_unet")
-EVALSEG = "evalseg"
-ARCHITECTURES = STUDENTS + (EVALSEG,)
 U_NET_FEATURES = ("rgb", "hsv", "derivatives")
 
 PRESETS: dict[str, dict[str, dict]] = {
