@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app.workers import GeneratorWorker, JobWorker
 from ussl_core.progress import CancelToken, Progress
+from ussl_core.steps import step_spec
 from ussl_core.store import Project
 
 
@@ -102,9 +103,11 @@ class ProjectContext(QObject):
     def busy(self) -> bool:
         return self.job is not None
 
-    def run_job(self, spec: dict) -> JobWorker | None:
+    def run_job(self, step) -> JobWorker | None:
         """Start a writing job in a child process; None when one is already running. The job
-        writes the open project, or (kind "sample") makes the project named in the spec."""
+        runs a step (ussl_core.steps) on the open project, or (a dict of kind "sample") makes
+        the project named in it."""
+        spec = step if isinstance(step, dict) else step_spec(step)
         if self.busy or (self.project is None and spec.get("kind") != "sample"):
             return None
         if self.project is not None and spec.get("kind") != "sample":

@@ -21,6 +21,7 @@ from ussl_core.builtin import builtin_available
 from ussl_core.evalseg import evalseg_settings
 from ussl_core.generations import GenerationSettings, GenerationStatus, generation_overview
 from ussl_core.progress import Progress
+from ussl_core.steps import AddStep, EvalSegStep, NextGenerationStep
 from ussl_core.store import model_files
 
 COLUMNS = ("Generation", "Teacher", "Selection", "Students", "EvalSeg-Net", "Ensembles", "Next step")
@@ -182,12 +183,8 @@ class GenerationsPanel(QWidget):
             self.add_now_button.setToolTip("Add the listed data now, without starting a generation")
 
     # ------------------------------------------------------------------ jobs
-    def _spec_sources(self) -> dict:
-        return {"sources": self.sources(), "davis": self.davis_box.isChecked()}
-
     def train_evalseg(self):
-        return self._start({"kind": "evalseg", "preset": self._preset(),
-                            "settings": {"epochs": self.evalseg_epochs.value()}, "resume": True},
+        return self._start(EvalSegStep(self._preset(), {"epochs": self.evalseg_epochs.value()}, resume=True),
                            "Training EvalSeg-Net")
 
     def start_next_generation(self, teacher: str = "students"):
@@ -199,20 +196,21 @@ class GenerationsPanel(QWidget):
         except (SettingsError, TypeError) as exc:
             self.progress.finish(f"Settings: {exc}")
             return None
-        worker = self._start({"kind": "next_generation", "settings": values, "teacher": teacher,
-                              **self._spec_sources()},
+        step = NextGenerationStep(tuple(self.sources()), self.davis_box.isChecked(), settings=values,
+                                  teacher=teacher)
+        worker = self._start(step,
                              "Scoring the built-in models' candidates" if teacher == "builtin"
                              else "Scoring the students' candidates")
         return worker
 
     def add_now(self):
-        return self._start({"kind": "add", **self._spec_sources()}, "Adding data")
+        return self._start(AddStep(tuple(self.sources()), self.davis_box.isChecked()), "Adding data")
 
-    def _start(self, spec: dict, message: str):
-        worker = self.context.run_job(spec)
+    def _start(self, step, message: str):
+        worker = self.context.run_job(step)
         if worker is None:
             return None
-        self._job_kind = spec["kind"]
+        self._job_kind = step.kind
         self.progress.start(message)
         self._update_actions()
         return worker

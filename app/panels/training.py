@@ -23,6 +23,7 @@ from app.widgets.job_progress import JobProgressView
 from app.widgets.plot import PlotCanvas
 from app.widgets.settings_form import SettingsForm
 from ussl_core.progress import Progress
+from ussl_core.steps import TrainStep, settings_of
 from ussl_core.store.model_files import interrupted_runs, trained_cards
 
 # The architectures offered, in the order the paper lists them; EvalSeg-Net trains last.
@@ -183,7 +184,6 @@ class TrainingPanel(QWidget):
 
     def __init__(self, context, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from ussl_core.training import TrainingSettings
 
         self.context = context
         self._worker = None          # the job this panel started
@@ -197,6 +197,8 @@ class TrainingPanel(QWidget):
         self.preset_combo.addItems(PRESETS)
         self.preset_combo.setToolTip("compact: under 3M parameters each, made for a CPU; "
                                      "paper: the sizes of the seed paper (a GPU is advisable)")
+        from ussl_core.training import TrainingSettings
+
         self.settings_form = SettingsForm(TrainingSettings, columns=1)
         self.train_button = QPushButton("Train")
         self.train_button.setShortcut("Ctrl+T")
@@ -341,34 +343,32 @@ class TrainingPanel(QWidget):
         self.cancel_button.setEnabled(running_here)
 
     # ------------------------------------------------------------------ the job
-    def training_spec(self, resume: bool) -> dict:
+    def training_step(self, resume: bool) -> TrainStep:
         archs = self.selected_models()
         if resume:   # the interrupted runs' architectures, with the checked ones
             archs = sorted({*archs, *(r["architecture"] for r in self._interrupted
                                       if r["architecture"] in MODELS)},
                            key=list(MODELS).index)
-        return {"kind": "train", "archs": archs, "preset": self.preset_combo.currentText(),
-                "settings": self.settings_form.values(), "resume": resume}
+        return TrainStep(tuple(archs), self.preset_combo.currentText(), self.settings_form.values(), resume)
 
     def start_training(self, resume: bool = False):
         from ussl_core.errors import SettingsError
-        from ussl_core.training import TrainingSettings
 
-        spec = self.training_spec(resume)
+        step = self.training_step(resume)
         try:
-            TrainingSettings(**spec["settings"])
-        except (SettingsError, TypeError) as exc:
+            settings = settings_of(step)
+        except SettingsError as exc:
             self.progress.finish(f"Settings: {exc}")
             return None
-        worker = self.context.run_job(spec)
+        worker = self.context.run_job(step)
         if worker is None:
             return None
         self._worker = worker
-        self._model_count = len(spec["archs"])
+        self._model_count = len(step.archs)
         self._models_done = []
         self._started_at = time.monotonic()
-        self.monitor.reset(planned_epochs=int(spec["settings"].get("epochs") or 0))
-        self.progress.start(f"Starting: {', '.join(spec['archs'])}")
+        self.monitor.reset(planned_epochs=settings.epochs)
+        self.progress.start(f"Starting: {', '.join(step.archs)}")
         self.stop_button.setText("Stop after this epoch")
         self._update_actions()
         return worker

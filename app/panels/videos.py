@@ -32,6 +32,7 @@ from ussl_core.ingest import is_davis_root
 from ussl_core.media import VIDEO_EXTENSIONS, MediaSource, is_video_file, open_source, resize_rgb
 from ussl_core.progress import Progress
 from ussl_core.purity import read_ground_truth
+from ussl_core.steps import AddStep, TeacherStep
 from ussl_core.store import Project
 from ussl_core.store.project import Frame, Mask, Producer, Shot, Video
 from ussl_core.teacher import TEACHERS
@@ -320,7 +321,7 @@ class VideosPanel(QWidget):
         self._token = 0                          # bumped when the project changes
         self._failed: set[tuple[int, int]] = set()
         self._chunk_key: tuple[int, int] = (-1, -1)
-        self._queue: list[dict] = []             # add jobs waiting for the running one
+        self._queue: list[AddStep] = []          # add steps waiting for the running one
         self._job_kind: str | None = None        # a job this panel started, while it runs
         self._job_started = 0.0
         self._eta = EtaEstimator()
@@ -849,7 +850,7 @@ class VideosPanel(QWidget):
         """Start adding files and folders: videos, frame folders, image folders, DAVIS roots
         and folders of footage (each of their videos and frame folders; the job expands them).
 
-        Returns the job specs (the first starts now, the others when it ends)."""
+        Returns the steps (the first starts now, the others when it ends)."""
         images = self.images_check.isChecked()
         davis, folders, videos, skipped = [], [], [], []
         for path in paths:
@@ -861,12 +862,12 @@ class VideosPanel(QWidget):
                 skipped.append(path.name)
         specs = []
         if davis:
-            specs.append({"kind": "add", "sources": davis, "davis": True, "images": False})
+            specs.append(AddStep(tuple(davis), davis=True))
         if folders and images:
-            specs.append({"kind": "add", "sources": folders, "davis": False, "images": True})
+            specs.append(AddStep(tuple(folders), images=True))
             folders = []
         if videos or folders:
-            specs.append({"kind": "add", "sources": videos + folders, "davis": False, "images": False})
+            specs.append(AddStep(tuple(videos + folders)))
         message = ""
         if skipped:
             message = (f"Skipped {', '.join(skipped[:3])}{'...' if len(skipped) > 3 else ''}: "
@@ -906,8 +907,7 @@ class VideosPanel(QWidget):
             return None
         name = self.teacher_combo.currentText()
         settings = self.form.values()
-        spec = {"kind": "teacher", "teacher": name, "settings": settings,
-                "workers": self.workers_spin.value()}
+        replace = False
         existing = {p.name: p for p in self._producers}.get(producer_name(name))
         done = sum(r.masks for r in self._rows)
         if existing is not None and existing.settings != settings and done:
@@ -918,19 +918,20 @@ class VideosPanel(QWidget):
                 QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
             if answer != QMessageBox.Yes:
                 return None
-            spec["replace"] = True
-        return spec if self._start_job(spec) else None
+            replace = True
+        step = TeacherStep(name, settings, self.workers_spin.value(), replace)
+        return step if self._start_job(step) else None
 
     # ------------------------------------------------------------------ jobs
-    def _start_job(self, spec: dict) -> bool:
-        if self.context.run_job(spec) is None:
+    def _start_job(self, step) -> bool:
+        if self.context.run_job(step) is None:
             self.status_label.setText(BUSY_TIP if self.context.busy else NO_PROJECT_TIP)
             return False
-        self._job_kind = spec["kind"]
+        self._job_kind = step.kind
         self._job_started = time.monotonic()
         self._eta.reset()
         self.progress_bar.setRange(0, 0)
-        self.progress_bar.setFormat(f"{spec['kind']}: starting")
+        self.progress_bar.setFormat(f"{step.kind}: starting")
         self.eta_label.setText("")
         self.cancel_button.setEnabled(True)
         self.cancel_button.setText("Cancel")

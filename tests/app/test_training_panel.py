@@ -104,7 +104,7 @@ def test_stop_after_this_epoch_then_resume(qtbot, context, panel, project_root):
     assert panel.resume_button.isEnabled()
     panel.set_selected_models([])   # Resume takes the interrupted run's architecture itself
     assert panel.resume_button.isEnabled() and not panel.train_button.isEnabled()
-    assert panel.training_spec(resume=True)["archs"] == ["basic_unet"]
+    assert panel.training_step(resume=True).archs == ("basic_unet",)
     with qtbot.waitSignal(context.job_finished, timeout=JOB_TIMEOUT) as finished:
         panel.resume_button.click()
     assert finished.args == ["train", "done"]

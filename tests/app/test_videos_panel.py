@@ -20,6 +20,7 @@ from app.widgets.settings_form import SettingsForm  # noqa: E402
 from tests.conftest import make_davis  # noqa: E402
 from ussl_core.ingest import add_sources, davis_sources  # noqa: E402
 from ussl_core.sample import SampleSpec  # noqa: E402
+from ussl_core.steps import AddStep  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
 from ussl_core.teacher import VideoPCASettings  # noqa: E402
 
@@ -171,10 +172,8 @@ def test_added_paths_become_add_jobs(qtbot, context, panel, tmp_path, monkeypatc
     image.write_bytes(b"")
     panel.images_check.setChecked(True)
     specs = panel.add_paths([davis, frames, video, image])
-    assert specs == [
-        {"kind": "add", "sources": [str(davis)], "davis": True, "images": False},
-        {"kind": "add", "sources": [str(frames)], "davis": False, "images": True},
-        {"kind": "add", "sources": [str(video)], "davis": False, "images": False}]
+    assert specs == [AddStep((str(davis),), davis=True), AddStep((str(frames),), images=True),
+                     AddStep((str(video),))]
     assert started == specs[:1] and panel._queue == specs[1:]   # one job at a time
     assert "still.png" in panel.status_label.text()
 
