@@ -549,8 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average each student's masks of the image and its mirror image")
     p.add_argument("--threshold", type=float, default=segment_defaults.threshold, metavar="T",
                    help=f"boxes around the mask above T (default {segment_defaults.threshold})")
-    p.add_argument("--boxes", action="store_true", help="also write DIR/boxes.json")
-    p.add_argument("--grabcut", action="store_true", help="refine each mask with GrabCut")
+    p.add_argument("--boxes", action="store_true", help="also write DIR/boxes.json and DIR/boxes.csv")
+    p.add_argument("--grabcut", action="store_true",
+                   help="also write each image's cut-out by GrabCut, seeded by its mask (<name>.cutout.png)")
     p.add_argument("--quiet", action="store_true")
 
     p = command("demo", cmd_demo, "run the method end to end on the embedded sample (or given videos)")

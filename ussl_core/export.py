@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +24,12 @@ def write_png(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise UsslError(f"{path}: could not encode the PNG")
+    tmp = path.with_name(f".{path.name}.tmp")   # never a half-written PNG under the final name
     try:
-        data.tofile(path)
+        data.tofile(tmp)
+        os.replace(tmp, path)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise UsslError(f"{path}: cannot write ({exc.strerror})") from None
 
 

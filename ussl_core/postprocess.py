@@ -201,6 +201,21 @@ def grabcut_refine(
     return ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).astype(np.uint8)
 
 
+GRABCUT_MAX_SIDE = 1024   # GrabCut runs at most this large; its mask is scaled up to the image
+
+
+def grabcut_cutout(image_rgb: np.ndarray, soft: np.ndarray, max_side: int = GRABCUT_MAX_SIDE) -> np.ndarray:
+    """The RGBA cut-out of an image by GrabCut seeded with `soft` (see grabcut_refine). GrabCut
+    runs on the image scaled down to at most `max_side` (its cost grows with the pixels), and
+    its mask is scaled up to the image."""
+    image = _as_rgb_uint8(image_rgb)
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(w, h))
+    small = image if scale == 1.0 else cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cutout_rgba(image, grabcut_refine(small, upsample_mask(soft, (w, h))))
+
+
 def _alpha_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     mask = _squeeze_2d(mask, "mask")
     # A uint8 mask holding only 0/1 is a binary mask (as grabcut_refine returns), not 0..255.

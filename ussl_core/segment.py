@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 from ussl_core.errors import MediaError, SettingsError, UsslError
 from ussl_core.export import soft_to_uint8, write_png
 from ussl_core.media import is_image_file, is_video_file, list_image_files, open_source, read_image
-from ussl_core.postprocess import BoxSettings, boxes_from_mask, grabcut_refine
+from ussl_core.postprocess import BoxSettings, boxes_from_mask, grabcut_cutout
 from ussl_core.progress import CancelToken, Progress
 
 BATCH = 16
@@ -77,13 +79,50 @@ def _expand(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
     return images, videos
 
 
+def output_stems(paths: list[Path]) -> dict[Path, str]:
+    """The output name of each input (its stem), with _2, _3 ... added to repeats, so that two
+    inputs of the same name (a.png, x/a.jpg) never write over each other's outputs."""
+    stems: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in paths:
+        stem, n = path.stem, 1
+        while stem in taken:
+            n += 1
+            stem = f"{path.stem}_{n}"
+        taken.add(stem)
+        stems[path] = stem
+    return stems
+
+
+def write_boxes(folder: Path, boxes: dict[str, list]) -> list[Path]:
+    """folder/boxes.json ({stem: [[x0, y0, x1, y1], ...]}) and boxes.csv, written atomically."""
+    json_path, csv_path = folder / "boxes.json", folder / "boxes.csv"
+    try:
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({k: [list(b) for b in v] for k, v in boxes.items()}, indent=1))
+        os.replace(tmp, json_path)
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "x0", "y0", "x1", "y1"])
+            for stem, items in boxes.items():
+                writer.writerows([stem, *box] for box in items)
+        os.replace(tmp, csv_path)
+    except OSError as exc:
+        raise UsslError(f"{folder}: cannot write the boxes ({exc.strerror or exc})") from None
+    return [json_path, csv_path]
+
+
 def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
                   settings: SegmentSettings = SegmentSettings(), boxes: bool = False,
                   grabcut: bool = False, cancel: CancelToken | None = None) -> Iterator[Progress]:
-    """Write OUT/<stem>.png (8-bit soft mask at the input's size) for every image, an overlay
-    video OUT/<stem>.overlay.mp4 for every video, and OUT/boxes.json with --boxes. The models:
-    a .keras file, a project's latest generation, or (None) the ones shipped with ussl."""
+    """Write OUT/<stem>.png (8-bit soft mask at the input's size) for every image, with `grabcut`
+    its GrabCut cut-out OUT/<stem>.cutout.png, an overlay video OUT/<stem>.overlay.mp4 for every
+    video, and with `boxes` OUT/boxes.json and boxes.csv (the Predict panel's export writes the
+    same files). Inputs of the same name get _2, _3 ... The models: a .keras file, a project's
+    latest generation, or (None) the ones shipped with ussl."""
     images, videos = _expand(inputs)
+    stems = output_stems(images + videos)
     segmenter = load_segmenter(model_or_project, settings.flip_average)
     method = settings.method
     out.mkdir(parents=True, exist_ok=True)
@@ -97,20 +136,20 @@ def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
         pictures = [read_image(p) for p in paths]
         for path, picture, result in zip(paths, pictures, segmenter.segment(pictures, method)):
             mask = result.mask
+            write_png(out / f"{stems[path]}.png", soft_to_uint8(mask))
             if grabcut:
-                mask = grabcut_refine(picture, mask).astype(np.float32)
-            write_png(out / f"{path.stem}.png", soft_to_uint8(mask))
+                write_png(out / f"{stems[path]}.cutout.png", grabcut_cutout(picture, mask))
             if boxes:
-                all_boxes[path.stem] = [list(b) for b in boxes_from_mask(
+                all_boxes[stems[path]] = [list(b) for b in boxes_from_mask(
                     mask, None, BoxSettings(threshold=settings.threshold, mode="all"))]
             done += 1
         yield Progress(done, total, paths[-1].name, stage="segment")
     for video in videos:
-        _segment_video(segmenter, video, out / f"{video.stem}.overlay.mp4", method, cancel)
+        _segment_video(segmenter, video, out / f"{stems[video]}.overlay.mp4", method, cancel)
         done += 1
         yield Progress(done, total, video.name, stage="segment")
     if boxes:
-        (out / "boxes.json").write_text(json.dumps(all_boxes, indent=1))
+        write_boxes(out, all_boxes)
 
 
 def _segment_video(segmenter, path: Path, target: Path, method: str,

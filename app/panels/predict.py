@@ -14,8 +14,6 @@ carry the result or an error line, so a bad file is one message naming it, never
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +32,15 @@ from app.widgets.drops import dropped_paths
 from app.widgets.mask_view import mask_images
 from app.widgets.thumbnails import qimage_from_rgb
 from app.workers import never_raising
-from ussl_core.ensemble import ENSEMBLES, ensemble_mask, resize_mask
 from ussl_core.builtin import builtin_available, builtin_fingerprint
-from ussl_core.store import model_files
+from ussl_core.ensemble import ENSEMBLES, ensemble_mask, resize_mask
 from ussl_core.errors import MediaError, NoModelsError, UsslError
 from ussl_core.export import soft_to_uint8, write_png
 from ussl_core.media import is_image_file, list_image_files, read_image, resize_rgb
-from ussl_core.postprocess import BoxSettings, boxes_from_mask, cutout_rgba, grabcut_refine
+from ussl_core.postprocess import BoxSettings, boxes_from_mask, grabcut_cutout
 from ussl_core.progress import CancelToken, Progress
-from ussl_core.segment import SegmentSettings
+from ussl_core.segment import SegmentSettings, output_stems, write_boxes
+from ussl_core.store import model_files
 
 METHOD_LABELS = {"multi": "Multi-Net", "mean": "Mean-Net", "multiselect": "MultiSelect-Net"}
 METHOD_TIPS = {"multi": "Multi-Net: the pixel-wise product of every student's mask",
@@ -50,7 +48,6 @@ METHOD_TIPS = {"multi": "Multi-Net: the pixel-wise product of every student's ma
                "multiselect": "MultiSelect-Net: per image, the student EvalSeg-Net rates best"}
 DEFAULT_METHOD = SegmentSettings().method
 STUDENT_TILE = QSize(140, 116)
-GRABCUT_MAX_SIDE = 1024     # GrabCut runs at most this large; its mask is scaled up to the image
 RENDER_CACHE = 12           # full-size views kept: the shown image, its neighbours, a few more
 BOX_COLOUR = QColor(255, 214, 0)
 PICK_COLOUR = QColor("#2e7dd1")
@@ -126,48 +123,12 @@ def segment_image(segmenter, path: Path) -> tuple[ImageResult, np.ndarray]:
 
 
 def render(result: ImageResult, image: np.ndarray, method: str, cutout: bool = True) -> Rendered:
-    """A method's soft mask at the input's size, its boxes (as `ussl segment --boxes`) and the
-    GrabCut cut-out (GrabCut at most GRABCUT_MAX_SIDE large, its mask scaled up)."""
+    """A method's soft mask at the input's size, its boxes and GrabCut cut-out, as `ussl segment
+    --boxes --grabcut` makes them."""
     soft, _ = ensemble_mask(result.student_masks, result.scores, method)
     mask = np.clip(resize_mask(soft, result.size), 0.0, 1.0).astype(np.float32)
     boxes = boxes_from_mask(mask, None, BoxSettings(mode="all"))
-    rgba = None
-    if cutout:
-        w, h = result.size
-        scale = min(1.0, GRABCUT_MAX_SIDE / max(w, h))
-        small = image if scale == 1.0 else resize_rgb(image, (max(1, round(w * scale)),
-                                                             max(1, round(h * scale))))
-        rgba = cutout_rgba(image, grabcut_refine(small, mask))
-    return Rendered(result.path, method, image, mask, boxes, rgba)
-
-
-def export_stems(paths: list[Path]) -> dict[Path, str]:
-    """Output names as `ussl segment` gives them (<stem>), with _2, _3 ... added to repeats."""
-    stems: dict[Path, str] = {}
-    taken: set[str] = set()
-    for path in paths:
-        stem, n = path.stem, 1
-        while stem in taken:
-            n += 1
-            stem = f"{path.stem}_{n}"
-        taken.add(stem)
-        stems[path] = stem
-    return stems
-
-
-def write_boxes(folder: Path, boxes: dict[str, list]) -> list[Path]:
-    """boxes.json ({stem: [[x0, y0, x1, y1], ...]}, as `ussl segment --boxes`) and boxes.csv."""
-    json_path, csv_path = folder / "boxes.json", folder / "boxes.csv"
-    try:
-        json_path.write_text(json.dumps({k: [list(b) for b in v] for k, v in boxes.items()}, indent=1))
-        with csv_path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "x0", "y0", "x1", "y1"])
-            for stem, items in boxes.items():
-                writer.writerows([stem, *box] for box in items)
-    except OSError as exc:
-        raise UsslError(f"{folder}: cannot write the boxes ({exc.strerror or exc})") from None
-    return [json_path, csv_path]
+    return Rendered(result.path, method, image, mask, boxes, grabcut_cutout(image, mask) if cutout else None)
 
 
 @dataclass
@@ -1000,7 +961,7 @@ class PredictPanel(QWidget):
             return None
         job = ExportJob(Path(folder), self._method,
                         [(self.results[p], self._views.get((p, self._method))) for p in ready],
-                        export_stems(self.paths), *parts)
+                        output_stems(self.paths), *parts)
         waiting = len(paths) - len(ready)
         self._export_note = f"; {waiting} not segmented yet were left out" if waiting else ""
         self.progress_label.setText(f"Exporting {len(ready)} image{'s' if len(ready) != 1 else ''}\u2026")

@@ -16,12 +16,13 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from app.context import ProjectContext  # noqa: E402
 from app.panels.predict import (DEFAULT_METHOD, NO_MODELS, NO_PROJECT, READY,  # noqa: E402
-                                PredictPanel, export_stems, expand_paths)
+                                PredictPanel, expand_paths)
 from tests.app.test_videos_panel import send_drop  # noqa: E402
 from tests.tiny_models import STUDENT_CONSTANT, save_tiny_builtin, save_tiny_models  # noqa: E402
 from ussl_core.export import soft_to_uint8  # noqa: E402
 from ussl_core.media import read_image  # noqa: E402
 from ussl_core.postprocess import grabcut_refine  # noqa: E402
+from ussl_core.segment import output_stems  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
 
 WAIT = 60_000          # ms: loading TensorFlow and the models on a busy 2-core machine
@@ -83,7 +84,7 @@ def settle(qtbot, panel) -> None:
 # ----------------------------------------------------------------------------- pure helpers
 
 
-def test_expand_paths_and_export_stems(tmp_path):
+def test_expand_paths_and_output_stems(tmp_path):
     folder = tmp_path / "shots"
     for name in ("img10.png", "img2.png", "img1.jpg"):
         write_image(folder / name, 8, 6)
@@ -95,7 +96,7 @@ def test_expand_paths_and_export_stems(tmp_path):
     assert set(problems) == {tmp_path / "missing.png", folder / "notes.txt", tmp_path / "empty"}
     assert "does not exist" in problems[tmp_path / "missing.png"]
     assert "notes.txt: not an image file" in problems[folder / "notes.txt"]
-    stems = export_stems([tmp_path / "a.png", tmp_path / "x" / "a.jpg", tmp_path / "b.png",
+    stems = output_stems([tmp_path / "a.png", tmp_path / "x" / "a.jpg", tmp_path / "b.png",
                           tmp_path / "y" / "a.png"])
     assert list(stems.values()) == ["a", "a_2", "b", "a_3"]
 

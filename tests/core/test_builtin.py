@@ -60,6 +60,22 @@ def test_segment_without_a_model_uses_the_builtin_ones(tmp_path, tiny_builtin):
     assert "--model" in done.stderr
 
 
+def test_inputs_of_the_same_name_never_overwrite_each_other(tmp_path, tiny_builtin):
+    """Two folders that both hold x.png: two masks (x, x_2), the cut-outs and boxes of both,
+    the files `ussl segment` and the Predict panel's export both write."""
+    first, second = write_photo(tmp_path / "a" / "x.png"), write_photo(tmp_path / "b" / "x.png", 40, 30)
+    done = run_ussl("segment", first.parent, second.parent, "--out", tmp_path / "out", "--boxes",
+                    "--grabcut", "--quiet", env={"USSL_BUILTIN_DIR": str(tiny_builtin)})
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["boxes.csv", "boxes.json", "x.cutout.png", "x.png",
+                                                    "x_2.cutout.png", "x_2.png"]
+    assert cv2.imread(str(out / "x_2.png"), cv2.IMREAD_UNCHANGED).shape == (30, 40)
+    assert cv2.imread(str(out / "x_2.cutout.png"), cv2.IMREAD_UNCHANGED).shape == (30, 40, 4)
+    assert set(json.loads((out / "boxes.json").read_text())) == {"x", "x_2"}
+    assert "wrote 2 masks" in done.stdout
+
+
 def test_next_generation_from_the_builtin_teacher(tmp_path, tiny_builtin):
     davis = make_davis(tmp_path / "davis", n_videos=2)
     root = tmp_path / "project"
