@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ussl_core import __version__
-from ussl_core.errors import SettingsError, UsslError
+from ussl_core.errors import SettingsError, UsslError, describe_os_error
 from ussl_core.progress import Cancelled, Progress
+from ussl_core.store.catalog import CatalogError
 
 EXIT_ERROR = 2
 EXIT_CANCELLED = 130
+EXIT_BROKEN_PIPE = 141   # as a Unix tool killed by SIGPIPE
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -190,7 +192,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         settings = json.loads(args.settings) if args.settings else None
     except json.JSONDecodeError as exc:
         raise SettingsError(f"--settings is not valid JSON ({exc})") from None
-    events = run_in_project(args, TeacherStep(args.teacher, settings, args.workers, args.replace), args.quiet)
+    if args.discard_decisions and not args.replace:
+        raise SettingsError("--discard-decisions goes with --replace")
+    step = TeacherStep(args.teacher, settings, args.workers, args.replace, args.discard_decisions)
+    events = run_in_project(args, step, args.quiet)
     last = last_of(events, "teacher")
     rate = last.metrics.get("frames_per_s") if last else None
     print(f"{args.teacher}: masks for {last.done if last else 0} of {last.total if last else 0} frames"
@@ -430,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ussl", description="Unsupervised learning of foreground segmentation from video "
                                  "(Croitoru, Bogolin & Leordeanu, IJCV 2019).")
     parser.add_argument("--version", action="version", version=f"ussl {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback with an error (for a bug report)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help_: str) -> argparse.ArgumentParser:
@@ -465,7 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: the number of cores)")
     p.add_argument("--settings", metavar="JSON", help='teacher settings, e.g. \'{"n_components": 5}\'')
     p.add_argument("--replace", action="store_true",
-                   help="discard this teacher's existing masks and compute them again")
+                   help="discard this teacher's existing masks (and its selections) and compute them "
+                        "again; refused while approve/reject decisions on them exist")
+    p.add_argument("--discard-decisions", action="store_true",
+                   help="with --replace: also discard the approve/reject decisions on those masks")
     p.add_argument("--quiet", action="store_true")
 
     p = command("select", cmd_select, "select the best masks for training (decisions override)")
@@ -576,14 +586,33 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()   # here, where a closed pipe is caught, not at the interpreter's exit
+        return code
     except UsslError as exc:
-        print(f"ussl: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(str(exc), args)
     except (KeyboardInterrupt, Cancelled):
         print("ussl: cancelled; completed work is kept, run the same command again to continue",
               file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:   # the reader went away (`ussl status p | head -1`): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        return _fail(describe_os_error(exc), args)
+    except CatalogError as exc:
+        return _fail(f"{getattr(args, 'project', None) or 'the project'}: the catalog cannot be read or "
+                     f"written ({exc})", args)
+
+
+def _fail(message: str, args: argparse.Namespace) -> int:
+    """One line on stderr (and, with --debug, the traceback first)."""
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exc()
+    print(f"ussl: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

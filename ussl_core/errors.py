@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -36,3 +37,32 @@ class SettingsError(UsslError, ValueError):
 
 class NoModelsError(UsslError):
     """A project or folder without trained models (to segment with, or to use as a teacher)."""
+
+
+# What an operating-system error means to a user, by its errno.
+_CAUSES = {
+    errno.ENOSPC: "the disk is full; free some space and run the same command again",
+    errno.EDQUOT: "the disk quota is exceeded; free some space and run the same command again",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted (an immutable or protected file?)",
+    errno.ENOENT: "not found",
+    errno.ELOOP: "too many symbolic links (a link loop?)",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "already exists (and is not what was expected here)",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.EIO: "input/output error (a failing disk or a network file system?)",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line, `<path>: <cause>`, for an error of the operating system (or of a library that
+    raises OSError, as h5py does for a corrupt file)."""
+    path = exc.filename if exc.filename is not None else None
+    cause = _CAUSES.get(exc.errno) if exc.errno is not None else None
+    if cause is None:
+        cause = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename2 is not None:
+        path = f"{path} -> {exc.filename2}"
+    return f"{os.fspath(path)}: {cause}" if path is not None else cause

@@ -20,7 +20,7 @@ from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project
 from ussl_core.store.model_files import default_model_name, generation_models, model_paths
 from ussl_core.training import (TrainingSettings, build_or_resume, fit_with_events, held_out_videos,
-                                model_card, save_trained)
+                                model_card, nothing_to_resume, save_trained)
 
 
 def evalseg_settings(**overrides) -> TrainingSettings:
@@ -92,6 +92,12 @@ def train_evalseg(project: Project, preset: str = "compact",
     project.require_writable()
     settings = settings or evalseg_settings()
     generation = int(project.meta("generation", "1"))
+    name = name or default_model_name("evalseg", preset, generation)
+    paths = model_paths(project.root, name)
+    if resume and nothing_to_resume(paths):
+        yield Progress(1, 1, f"{name}: already trained ({paths['model'].name}); nothing to resume",
+                       {"event": "skipped"}, stage="train")
+        return
     students = students if students is not None else generation_models(project, generation)[0]
     if len(students) < 2:
         raise ProjectError(f"{project.root}: EvalSeg-Net learns from at least two students of "
@@ -112,8 +118,6 @@ def train_evalseg(project: Project, preset: str = "compact",
             ds = ds.shuffle(int(mask.sum()), seed=settings.seed)
         return ds.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    name = name or default_model_name("evalseg", preset, generation)
-    paths = model_paths(project.root, name)
     model, state = build_or_resume(paths, resume, lambda: build_model("evalseg", preset), settings)
     state.update(architecture="evalseg", preset=preset)
     # A fixed batch to watch for collapse: a saturated sigmoid scores every candidate the same.

@@ -37,7 +37,8 @@ class TeacherStep:
     teacher: str = "videopca"
     settings: dict | None = None      # the teacher's settings dataclass fields
     workers: int | None = None
-    replace: bool = False
+    replace: bool = False              # discard the teacher's masks first
+    discard_decisions: bool = False    # and the human decisions on them (else refused while any exist)
     kind = "teacher"
 
 
@@ -163,7 +164,8 @@ def _teacher(project, step: TeacherStep, cancel: CancelToken) -> Iterator[Progre
     from ussl_core.purity import mask_gt_stats
     from ussl_core.teacher.runner import producer_name, run_teacher
 
-    yield from run_teacher(project, step.teacher, step.settings, step.workers, step.replace, cancel)
+    yield from run_teacher(project, step.teacher, step.settings, step.workers, step.replace, cancel,
+                           step.discard_decisions)
     # Measured here, in the step's process, rather than by the Audit panel in the GUI's.
     if any(frame.gt_path for frame in project.frames()) and not cancel.cancelled:
         yield Progress(0, 1, "measuring the masks against ground truth", stage="purity")

@@ -250,6 +250,10 @@ def train_student(project: Project, arch: str, preset: str = "compact",
     generation = int(project.meta("generation", "1"))
     name = name or default_model_name(arch, preset, generation)
     paths = model_paths(project.root, name)
+    if resume and nothing_to_resume(paths):
+        yield Progress(1, 1, f"{name}: already trained ({paths['model'].name}); nothing to resume",
+                       {"event": "skipped"}, stage="train")
+        return
     data = data or load_selection(project)
     train_idx, val_idx = data.split(settings.validation_share, settings.seed)
     if len(train_idx) == 0:
@@ -370,6 +374,11 @@ def calibrated(model, slope: float, offset: float):
 
     output = Calibration(slope, offset, name="calibrated")(model.output)
     return keras.Model(model.input, output, name=model.name)
+
+
+def nothing_to_resume(paths: dict[str, Path]) -> bool:
+    """A finished model and no interrupted run: resuming must keep the model, not retrain it."""
+    return paths["model"].exists() and not paths["checkpoint"].exists()
 
 
 def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: TrainingSettings):

@@ -911,15 +911,19 @@ class VideosPanel(QWidget):
         existing = {p.name: p for p in self._producers}.get(producer_name(name))
         done = sum(r.masks for r in self._rows)
         if existing is not None and existing.settings != settings and done:
+            decided = len(self.context.project.decisions(existing.id)) if self.context.project else 0
+            also = (f"\n\nThis also discards the {decided} approve/reject decision(s) made on them "
+                    f"(to keep a copy first: ussl decisions {self.context.project.root} --export FILE.csv)."
+                    if decided else "")
             answer = QMessageBox.question(
                 self, "Replace the teacher's masks?",
                 f"{existing.name} masks were computed with other settings. Discard them and "
-                "compute all masks again with these settings?",
+                f"compute all masks again with these settings?{also}",
                 QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
             if answer != QMessageBox.Yes:
                 return None
             replace = True
-        step = TeacherStep(name, settings, self.workers_spin.value(), replace)
+        step = TeacherStep(name, settings, self.workers_spin.value(), replace, discard_decisions=replace)
         return step if self._start_job(step) else None
 
     # ------------------------------------------------------------------ jobs

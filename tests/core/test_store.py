@@ -90,7 +90,7 @@ def test_garbage_catalog_is_a_project_error(tmp_path):
     root.mkdir()
     (root / "project.sqlite").write_bytes(b"this is not an SQLite database at all" * 100)
     for write in (False, True):
-        with pytest.raises(ProjectError, match="not a readable project catalog"):
+        with pytest.raises(ProjectError, match="catalog is unreadable"):
             Project.open(root, write=write)
     # The failed write open released its lock.
     assert lock_holder(root) is None

@@ -73,6 +73,9 @@ MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+CatalogError = sqlite3.Error   # what a damaged or unwritable catalog raises, for error boundaries
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open the catalog with WAL, foreign keys and a busy timeout; autocommit outside `transaction`."""
     try:
@@ -82,7 +85,7 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
     except sqlite3.DatabaseError as exc:
-        raise ProjectError(f"{path}: not a readable project catalog ({exc})") from None
+        raise ProjectError(f"{path}: the catalog is unreadable ({exc}); nothing was changed") from None
     return conn
 
 

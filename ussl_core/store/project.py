@@ -104,6 +104,21 @@ class Producer:
     settings: dict
 
 
+
+def _check_catalog(conn, path: Path) -> None:
+    """Refuse a catalog that is empty, truncated or not ussl's, before anything writes to it:
+    "upgrading" it would start an empty project over the user's masks and decisions."""
+    import sqlite3
+
+    try:
+        version = catalog.schema_version(conn)
+    except sqlite3.DatabaseError as exc:
+        raise ProjectError(f"{path}: the catalog is unreadable ({exc}); nothing was changed. Restore "
+                           "it from a backup (the frames and masks under arrays/ are untouched)") from None
+    if version == 0:
+        raise ProjectError(f"{path}: the catalog is empty or not a ussl catalog; nothing was changed. "
+                           "Restore it from a backup (the frames and masks under arrays/ are untouched)")
+
 class Project:
     def __init__(self, root: Path, conn, lock: ProjectLock | None) -> None:
         self.root = root
@@ -135,6 +150,9 @@ class Project:
         if not _creating and not path.exists():
             what = "does not exist" if not root.exists() else "is not a ussl project (no project.sqlite)"
             raise ProjectError(f"{root}: {what}; create one with `ussl init {root}`")
+        if not _creating and path.stat().st_size == 0:   # before SQLite would write a header into it
+            raise ProjectError(f"{path}: the catalog is empty (0 bytes); nothing was changed. Restore it "
+                               "from a backup (the frames and masks under arrays/ are untouched)")
         lock = None
         if write:
             lock = ProjectLock(root, holder)
@@ -142,6 +160,8 @@ class Project:
         conn = None
         try:
             conn = catalog.connect(path)
+            if not _creating:
+                _check_catalog(conn, path)
             if write:
                 catalog.migrate(conn, path)
                 for sub in ("arrays", "models", "logs", "cache"):
@@ -329,6 +349,19 @@ class Project:
             c.execute("DELETE FROM producers WHERE id=?", (producer.id,))
             _count_change(c, "masks")
         shutil.rmtree(self.root / "arrays" / "masks" / slug(name), ignore_errors=True)
+
+    def quarantine(self, path: Path) -> Path:
+        """Move a file the catalog does not know (or a corrupt one) to PROJECT/quarantine/, at
+        its path relative to the project, under a new name if one is there already."""
+        self.require_writable()
+        target = self.root / "quarantine" / Path(path).resolve().relative_to(self.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while target.exists():
+            n += 1
+            target = target.with_name(f"{Path(path).stem}.{n}{Path(path).suffix}")
+        os.replace(path, target)
+        return target
 
     def completed_shots(self, producer_id: int) -> set[int]:
         rows = self.conn.execute("SELECT shot_id FROM mask_shards WHERE producer_id=?", (producer_id,))

@@ -99,13 +99,15 @@ def _worker_init() -> None:
 
 def run_teacher(project: Project, teacher: str = "videopca", settings: dict | None = None,
                 workers: int | None = None, replace: bool = False,
-                cancel: CancelToken | None = None) -> Iterator[Progress]:
-    """Compute the teacher's masks for every shot not done yet; yields progress per shot."""
+                cancel: CancelToken | None = None, discard_decisions: bool = False) -> Iterator[Progress]:
+    """Compute the teacher's masks for every shot not done yet; yields progress per shot.
+    `replace` discards the teacher's masks first, and is refused while human decisions on them
+    exist unless `discard_decisions` says they go too."""
     project.require_writable()
     instance = make_teacher(teacher, settings)  # validates name and settings early
     settings_dict = instance.settings_dict()
     name = producer_name(teacher)
-    _check_producer_settings(project, name, settings_dict, replace)
+    _check_producer_settings(project, name, settings_dict, replace, discard_decisions)
     producer_id = project.ensure_producer(name, "teacher", GENERATION, settings_dict)
     done = project.completed_shots(producer_id)
     _remove_orphan_shards(project, name, done)
@@ -154,20 +156,29 @@ def store_frames(project: Project, workers: int | None = None,
 
 
 def _remove_orphan_shards(project: Project, producer: str, done: set[int]) -> None:
-    """Delete mask shards a kill left renamed but never recorded in the catalog."""
+    """Move aside mask shards the catalog does not know (a kill between the rename and the
+    commit leaves one): into PROJECT/quarantine/, never deleted, since the catalog may be the
+    one that lost them. The shot is computed again."""
     recorded = {project.mask_shard_path(producer, shot_id).name for shot_id in done}
     folder = project.mask_shard_path(producer, 0).parent
     if folder.is_dir():
         for shard in folder.glob("shot_*.h5"):
             if shard.name not in recorded:
-                shard.unlink()
+                project.quarantine(shard)
 
 
-def _check_producer_settings(project: Project, name: str, settings: dict, replace: bool) -> None:
+def _check_producer_settings(project: Project, name: str, settings: dict, replace: bool,
+                             discard_decisions: bool = False) -> None:
     existing = {p.name: p for p in project.producers()}.get(name)
     if existing is None:
         return
     if replace:
+        decided = len(project.decisions(existing.id))
+        if decided and not discard_decisions:   # the researcher's work: never lost unasked
+            raise ProjectError(
+                f"{project.root}: {name} has {decided} approve/reject decision(s) that --replace would "
+                f"discard with its masks; keep them with `ussl decisions {project.root} --export "
+                "FILE.csv` (and --import after), or add --discard-decisions")
         project.delete_producer(name)
     elif existing.settings != settings:
         if project.mask_count(existing.id):

@@ -1,0 +1,56 @@
+"""The CLI's error boundary: errors of the operating system and of libraries end in one line
+`ussl: error: <path>: <cause>` and exit 2 (the traceback only with --debug); a closed pipe
+ends quietly."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+
+import pytest
+
+from ussl_core import cli
+from ussl_core.errors import describe_os_error
+from ussl_core.store import Project
+
+
+@pytest.mark.parametrize("code, cause", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only"),
+                                         (errno.EACCES, "permission denied"), (errno.ENOENT, "not found"),
+                                         (errno.ELOOP, "link loop")])
+def test_os_errors_name_the_path_and_the_cause(code, cause):
+    line = describe_os_error(OSError(code, "raw text", "/data/out/a.png"))
+    assert line.startswith("/data/out/a.png: ") and cause in line
+    assert describe_os_error(OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b")) == \
+        "/a -> /b: Invalid cross-device link"
+
+
+def failing(exc: BaseException):
+    def command(args):
+        raise exc
+    return command
+
+
+@pytest.mark.parametrize("exc, fragment", [
+    (OSError(errno.ENOSPC, "No space left on device", "/p/arrays/x.h5"), "/p/arrays/x.h5: the disk is full"),
+    (PermissionError(errno.EACCES, "Permission denied", "/p/models"), "/p/models: permission denied"),
+])
+def test_main_turns_os_errors_into_one_line(monkeypatch, capsys, tmp_path, exc, fragment):
+    Project.create(tmp_path / "p").close()
+    monkeypatch.setattr(cli, "cmd_status", failing(exc))
+    assert cli.main(["status", str(tmp_path / "p")]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ussl: error: {fragment}" + err[0].split(fragment, 1)[1]] and len(err) == 1
+    # --debug keeps the traceback for a bug report, then the same line.
+    assert cli.main(["--debug", "status", str(tmp_path / "p")]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith(f"ussl: error: {fragment}")
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    Project.create(tmp_path / "p").close()
+    child = subprocess.Popen([sys.executable, "-m", "ussl_core.cli", "status", str(tmp_path / "p")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()            # the reader is gone before anything is written
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == cli.EXIT_BROKEN_PIPE and err == b""

@@ -1,0 +1,83 @@
+"""What a user has done is never lost to a mistake: an empty or foreign catalog is refused, not
+"upgraded"; shards the catalog does not know are quarantined, not deleted; --replace keeps the
+researcher's decisions unless told."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_davis
+from ussl_core.errors import ProjectError
+from ussl_core.ingest import add_sources, davis_sources
+from ussl_core.sample import SampleSpec
+from ussl_core.store import Project
+from ussl_core.teacher.runner import producer_name, run_teacher
+
+
+def drain(events) -> list:
+    return list(events)
+
+
+@pytest.fixture
+def taught(tmp_path):
+    root = tmp_path / "p"
+    davis = make_davis(tmp_path / "davis", n_videos=2, spec=SampleSpec(n_frames=6, width=32, height=24))
+    with Project.create(root) as project:
+        drain(add_sources(project, davis_sources(davis)))
+        drain(run_teacher(project, workers=1))
+    return root
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all, just text" * 40], ids=["empty", "text"])
+def test_an_empty_or_foreign_catalog_is_refused_and_left_alone(taught, content):
+    catalog = taught / "project.sqlite"
+    shards = sorted((taught / "arrays").rglob("*.h5"))
+    catalog.write_bytes(content)
+    for write in (False, True):
+        with pytest.raises(ProjectError, match="catalog is (empty|unreadable)"):
+            Project.open(taught, write=write)
+    assert catalog.read_bytes() == content                       # not "upgraded"
+    assert sorted((taught / "arrays").rglob("*.h5")) == shards   # nothing deleted
+
+
+def test_shards_the_catalog_does_not_know_go_to_quarantine(taught):
+    with Project.open(taught) as project:
+        shard = project.mask_shard_path(producer_name("videopca"), 999_999)
+    shard.write_bytes(b"someone's masks")
+    with Project.open(taught, write=True) as project:
+        drain(run_teacher(project, workers=1))
+    assert not shard.exists()
+    kept = taught / "quarantine" / shard.relative_to(taught)
+    assert kept.read_bytes() == b"someone's masks"
+
+
+def test_replace_keeps_decisions_unless_told(taught):
+    with Project.open(taught, write=True) as project:
+        teacher = project.producer(producer_name("videopca"))
+        frame = project.masks(teacher.id)[0].frame_id
+        project.set_decision(frame, teacher.id, "approve", "clean")
+        with pytest.raises(ProjectError, match="1 approve/reject decision.*--discard-decisions"):
+            drain(run_teacher(project, workers=1, replace=True))
+        assert len(project.decisions(teacher.id)) == 1 and project.mask_count(teacher.id) > 0
+        drain(run_teacher(project, workers=1, replace=True, discard_decisions=True))
+        teacher = project.producer(producer_name("videopca"))
+        assert project.decisions(teacher.id) == {} and project.mask_count(teacher.id) > 0
+
+
+def test_resume_without_a_checkpoint_keeps_the_finished_model(taught):
+    """`ussl train --resume` (and EvalSeg-Net's) with nothing interrupted says so and leaves the
+    finished model as it is, rather than training a new one over it."""
+    from ussl_core.evalseg import train_evalseg
+    from ussl_core.store.model_files import model_paths, write_card
+    from ussl_core.training import train_student
+
+    with Project.open(taught, write=True) as project:
+        for arch, train in (("basic_unet", lambda: train_student(project, "basic_unet", resume=True)),
+                            ("evalseg", lambda: train_evalseg(project, resume=True))):
+            model = model_paths(taught, f"g1_{arch}_compact")["model"]
+            model.write_bytes(b"a finished model")
+            write_card(model, {"name": model.stem, "architecture": arch, "generation": 1})
+            events = drain(train())
+            assert [e.metrics.get("event") for e in events] == ["skipped"]
+            assert "nothing to resume" in events[0].message
+            assert model.read_bytes() == b"a finished model"
