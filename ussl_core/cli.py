@@ -91,8 +91,9 @@ def run_in_project(args: argparse.Namespace, step, quiet: bool = False,
     """Run a step (ussl_core.steps) in the project, recorded as a job with its log, with a
     progress bar; returns the last event of each stage, in the order the stages ended, and
     appends each model's last word (saved, or already trained) to `finished`."""
-    from ussl_core.steps import run_step, step_spec
+    from ussl_core.steps import run_step, settings_of, step_spec
 
+    settings_of(step)   # bad settings: refused before the project is touched
     finished = finished if finished is not None else []
     last: dict[str, Progress] = {}
 
@@ -372,6 +373,17 @@ def cmd_next_generation(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (workers, frames)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, settings_type, defaults=None) -> None:
     """One flag per field of a settings dataclass (--field-name), its default taken from
     `defaults` (an instance; the dataclass's own defaults if None) and its help from the field."""
@@ -458,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(recognised without this flag too)")
     p.add_argument("--images", action="store_true",
                    help="the folders hold unrelated images (unlabeled data), not video frames")
-    p.add_argument("--max-shot-length", type=int, default=300, metavar="N")
+    p.add_argument("--max-shot-length", type=at_least_one, default=300, metavar="N")
     p.add_argument("--quiet", action="store_true")
 
     p = command("status", cmd_status, "what the project holds and where it stands")
@@ -468,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("teacher", cmd_teacher, "compute the teacher's soft masks for every shot")
     p.add_argument("project")
     p.add_argument("--teacher", default="videopca", choices=list(TEACHERS))
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    p.add_argument("--workers", type=at_least_one, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes (default: the number of cores)")
     p.add_argument("--settings", metavar="JSON", help='teacher settings, e.g. \'{"n_components": 5}\'')
     p.add_argument("--replace", action="store_true",
@@ -523,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evalseg", cmd_evalseg, "train EvalSeg-Net for the current generation")
     p.add_argument("project")
-    p.add_argument("--max-frames", type=int, default=600, metavar="N",
+    p.add_argument("--max-frames", type=at_least_one, default=600, metavar="N",
                    help="frames (each with every student's mask) to learn from")
     training_flags(p, evalseg_settings())
 
@@ -537,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default="students", choices=GENERATION_TEACHERS,
                    help="students: this generation's own (default); builtin: the models shipped "
                         "with ussl become generation 1 first, so nothing needs training")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
+    p.add_argument("--workers", type=at_least_one, default=os.cpu_count() or 1, metavar="N")
     p.add_argument("--quiet", action="store_true")
 
     p = command("models", cmd_models, "every architecture with its sizes and parameter count")
@@ -572,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", metavar="A,B,...", help="students to train (default basic_unet,dense_unet,lowres)")
     p.add_argument("--epochs", type=int, metavar="N")
     p.add_argument("--reduced", action="store_true", help="a one-minute configuration (for tests)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
+    p.add_argument("--workers", type=at_least_one, default=os.cpu_count() or 1, metavar="N")
     p.add_argument("--quiet", action="store_true")
     return parser
 

@@ -66,3 +66,9 @@ def describe_os_error(exc: OSError) -> str:
     if exc.filename2 is not None:
         path = f"{path} -> {exc.filename2}"
     return f"{os.fspath(path)}: {cause}" if path is not None else cause
+
+
+def require(condition: bool, message: str) -> None:
+    """A settings check: a SettingsError with `message` unless `condition` holds."""
+    if not condition:
+        raise SettingsError(message)

@@ -19,7 +19,7 @@ from ussl_core.errors import ProjectError, SettingsError
 from ussl_core.store.model_files import generation_models, trained_cards
 from ussl_core.ingest import SourceSpec, add_sources
 from ussl_core.progress import CancelToken, Progress
-from ussl_core.selection import DEFAULT_TOP_PERCENT, kept_by_score
+from ussl_core.selection import DEFAULT_TOP_PERCENT, check_score_threshold, kept_by_score
 from ussl_core.store import Project
 from ussl_core.store.shards import commit_shard, write_shard
 from ussl_core.teacher.runner import store_frames
@@ -42,6 +42,9 @@ class GenerationSettings:
             raise SettingsError("give one of threshold and top_percent, not both")
         if self.max_per_video is not None and self.max_per_video < 1:
             raise SettingsError(f"max per video must be at least 1, not {self.max_per_video}")
+        if self.top_percent is not None and not 0 < self.top_percent <= 100:
+            raise SettingsError(f"top percent must be in (0, 100], not {self.top_percent}")
+        check_score_threshold(self.threshold)
 
 
 def current_generation(project: Project) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ussl_core.errors import MediaError
+from ussl_core.errors import MediaError, SettingsError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -421,11 +421,11 @@ class ShotSettings:
 
     def __post_init__(self) -> None:
         if self.max_shot_length < 1 or self.min_shot_length < 1:
-            raise ValueError("shot lengths must be at least 1 frame")
+            raise SettingsError(f"shot lengths must be at least 1 frame, not {self.max_shot_length}")
         if not 0.0 <= self.cut_threshold <= 1.0:
-            raise ValueError("cut_threshold is a Bhattacharyya distance in [0, 1]")
+            raise SettingsError("cut_threshold is a Bhattacharyya distance in [0, 1]")
         if self.scan_size < 8:
-            raise ValueError("scan_size must be at least 8 pixels")
+            raise SettingsError("scan_size must be at least 8 pixels")
 
 
 # Hue, saturation, value bins. Value is included so that cuts between grey scenes of

@@ -42,6 +42,7 @@ class SelectionSettings:
             raise SettingsError("give one of top_percent and threshold, not both")
         if self.top_percent is not None and not 0 < self.top_percent <= 100:
             raise SettingsError(f"top percent must be in (0, 100], not {self.top_percent}")
+        check_score_threshold(self.threshold)
         if self.max_per_video is not None and self.max_per_video < 1:
             raise SettingsError(f"max per video must be at least 1, not {self.max_per_video}")
 
@@ -53,6 +54,13 @@ class SelectionResult:
     n_by_score: int
     n_approved_added: int
     n_rejected_removed: int
+
+
+def check_score_threshold(threshold: float | None) -> None:
+    """Scores (a teacher's, EvalSeg-Net's) lie in [0, 1]: a threshold outside [0, 1) keeps all
+    masks or none, which is never what was meant."""
+    if threshold is not None and not 0 <= threshold < 1:   # also refuses nan
+        raise SettingsError(f"threshold must be in [0, 1), not {threshold}")
 
 
 def chosen_by_score(masks: list[Mask], settings: SelectionSettings) -> set[int]:
@@ -104,6 +112,9 @@ def select(project: Project, producer_id: int, settings: SelectionSettings) -> S
     approved = {f for (f, _), d in decisions.items() if d["decision"] == "approve"}
     rejected = {f for (f, _), d in decisions.items() if d["decision"] == "reject"}
     selected = (by_score | approved) - rejected
+    if not selected:   # an empty selection would only stop training; keep the active one
+        raise SettingsError(f"{project.root}: this rule keeps no mask (of {len(masks)}); the active "
+                            "selection is unchanged. Lower the threshold or use a top percent")
     method, value = (("top_percent", settings.top_percent) if settings.threshold is None
                      else ("threshold", settings.threshold))
     selection_id = project.save_selection(

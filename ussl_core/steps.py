@@ -128,6 +128,14 @@ def settings_of(step: Step):
             from ussl_core.evalseg import evalseg_settings
 
             return evalseg_settings(**step.settings)
+        if isinstance(step, TeacherStep):
+            from ussl_core.teacher import make_teacher
+
+            return make_teacher(step.teacher, step.settings).settings
+        if isinstance(step, AddStep) and step.max_shot_length is not None:
+            from ussl_core.media import ShotSettings
+
+            return ShotSettings(max_shot_length=step.max_shot_length)
     except TypeError as exc:
         raise SettingsError(f"{step.kind} settings: {exc}") from None
     return None

@@ -305,8 +305,8 @@ def test_decisions_override_selection(taught_copy, tmp_path):
     sel = status(root)["selection"]
     assert (sel["size"], sel["approved_added"], sel["rejected_removed"]) == (1, 1, 1)
 
-    # Also with a threshold that every mask passes: the rejected one is still out.
-    ok("select", root, "--threshold", "-1")
+    # Also with every mask kept by score: the rejected one is still out.
+    ok("select", root, "--top-percent", "100", "--max-per-video", "0")
     members = active_members(root)
     assert low in members and top not in members and len(members) == len(scores) - 1
 

@@ -54,3 +54,28 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     child.stdout.close()            # the reader is gone before anything is written
     _, err = child.communicate(timeout=60)
     assert child.returncode == cli.EXIT_BROKEN_PIPE and err == b""
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["teacher", "{p}", "--settings", '{"n_components": -1}'], "n_components must be at least 1"),
+    (["teacher", "{p}", "--settings", "[1, 2]"], "must be a JSON object"),
+    (["teacher", "{p}", "--settings", '{"blur_sigma": "wide"}'], "videopca settings"),
+    (["teacher", "{p}", "--settings", '{"var_threshold": 0}', "--teacher", "mog2"], "var_threshold"),
+    (["select", "{p}", "--threshold", "nan"], "threshold must be in [0, 1)"),
+    (["select", "{p}", "--threshold", "2"], "threshold must be in [0, 1)"),
+])
+def test_bad_settings_are_one_line_and_change_nothing(tmp_path, capsys, argv, fragment):
+    Project.create(tmp_path / "p").close()
+    before = (tmp_path / "p" / "project.sqlite").read_bytes()
+    assert cli.main([a.replace("{p}", str(tmp_path / "p")) for a in argv]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ussl: error: ") and fragment in err[0]
+    assert (tmp_path / "p" / "project.sqlite").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [["teacher", "p", "--workers", "-2"], ["add", "p", "v.mp4", "--max-shot-length", "0"],
+                                  ["next-generation", "p", "--workers", "0"]])
+def test_counts_below_one_are_refused_by_the_parser(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err

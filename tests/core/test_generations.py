@@ -125,7 +125,7 @@ def gen2(gen1: Path) -> dict:
         # 2. New data and the remaining candidates, then no candidate passes the threshold.
         events = []
         with pytest.raises(ProjectError) as refused:
-            for event in next_generation(project, davis_sources(new_root), GenerationSettings(threshold=1.0),
+            for event in next_generation(project, davis_sources(new_root), GenerationSettings(threshold=0.9999),
                                          workers=1):
                 events.append(event)
         info["refused"] = str(refused.value)

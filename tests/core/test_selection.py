@@ -317,3 +317,22 @@ def test_max_per_video_caps_each_video_and_fills_from_the_others():
     assert chosen(top_percent=None, threshold=0.86, max_per_video=3) == {0, 1, 2}
     with pytest.raises(SettingsError):
         SelectionSettings(max_per_video=0)
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 1.0, 2.0, float("nan")])
+def test_thresholds_outside_the_scores_range_are_refused(threshold):
+    from ussl_core.generations import GenerationSettings
+
+    for settings_type in (SelectionSettings, GenerationSettings):
+        with pytest.raises(SettingsError, match="threshold must be in"):
+            settings_type(threshold=threshold)
+    with pytest.raises(SettingsError, match="top percent"):
+        SelectionSettings(top_percent=float("nan"))
+
+
+def test_a_rule_that_keeps_nothing_leaves_the_active_selection(project):
+    project, pid = project
+    first = select(project, pid, SelectionSettings(top_percent=50))
+    with pytest.raises(SettingsError, match="keeps no mask"):
+        select(project, pid, SelectionSettings(threshold=0.95))
+    assert project.active_selection()["id"] == first.selection_id

@@ -15,7 +15,7 @@ from ussl_core.training import TrainingSettings
 
 STEPS = [
     AddStep(("a.mp4", "frames/"), davis=False, images=True, max_shot_length=50),
-    TeacherStep("mog2", {"history": 20}, workers=2, replace=True),
+    TeacherStep("mog2", {"var_threshold": 20.0}, workers=2, replace=True),
     SelectStep({"top_percent": 30.0, "per_video": False}, producer="videopca@g1"),
     TrainStep(("basic_unet", "evalseg"), "compact", {"epochs": 3, "loss": "bce"}, resume=True),
     EvalSegStep("compact", {"epochs": 2}, resume=False, max_frames=100),

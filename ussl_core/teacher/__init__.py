@@ -16,12 +16,18 @@ def make_teacher(name: str, settings: dict | None = None) -> Teacher:
     if name not in TEACHERS:
         raise SettingsError(f"unknown teacher {name!r}; choose from {', '.join(TEACHERS)}")
     cls = TEACHERS[name]
+    if settings is not None and not isinstance(settings, dict):
+        raise SettingsError(f"{name} settings must be a JSON object such as {{\"blur_sigma\": 3}}, "
+                            f"not {type(settings).__name__}")
     known = {f.name for f in fields(cls.settings_type)}
     unknown = sorted(set(settings or {}) - known)
     if unknown:
         raise SettingsError(f"unknown {name} setting(s) {', '.join(unknown)}; "
                             f"known: {', '.join(sorted(known))}")
-    return cls(cls.settings_type(**(settings or {})))
+    try:
+        return cls(cls.settings_type(**(settings or {})))
+    except TypeError as exc:   # a value of the wrong kind, e.g. "3" for a number
+        raise SettingsError(f"{name} settings: {exc}") from None
 
 
 __all__ = ["TEACHERS", "MOG2Settings", "MOG2Teacher", "Teacher", "VideoPCASettings",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ussl_core.errors import require
 from ussl_core.teacher.base import Teacher, minmax_per_frame
 
 
@@ -15,6 +16,11 @@ class MOG2Settings:
     var_threshold: float = 16.0
     learning_passes: int = 1      # passes over the shot that learn the background before masking
     blur_sigma: float = 3.0       # softens the binary foreground into a soft mask
+
+    def __post_init__(self) -> None:
+        require(self.var_threshold > 0, f"var_threshold must be positive, not {self.var_threshold}")
+        require(self.learning_passes >= 1, f"learning_passes must be at least 1, not {self.learning_passes}")
+        require(self.blur_sigma >= 0, f"blur_sigma must be at least 0, not {self.blur_sigma}")
 
 
 class MOG2Teacher(Teacher):

@@ -18,6 +18,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ussl_core.errors import require
 from ussl_core.teacher.base import Teacher, centre_prior, minmax_per_frame
 
 
@@ -36,6 +37,19 @@ class VideoPCASettings:
     # True: each histogram normalised to sum 1 before p = Hfg / (Hfg + Hbg) (equal priors), as
     # in the lab's port. False (raw counts) drowns the few seeds: mean IoU 0.007 on davis2016-train.
     normalise_histograms: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.n_components >= 1, f"n_components must be at least 1, not {self.n_components}")
+        require(self.blur_sigma >= 0, f"blur_sigma must be at least 0, not {self.blur_sigma}")
+        require(self.blur_ksize >= 1 and self.blur_ksize % 2 == 1,
+                f"blur_ksize must be a positive odd number, not {self.blur_ksize}")
+        require(0 < self.centre_sigma_ratio, f"centre_sigma_ratio must be positive, not {self.centre_sigma_ratio}")
+        require(0 <= self.seed_threshold < 1, f"seed_threshold must be in [0, 1), not {self.seed_threshold}")
+        for name in ("x_bins", "y_bins", "value_bins"):
+            require(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
+        require(0 <= self.hysteresis_low <= self.hysteresis_high <= 1,
+                "hysteresis thresholds must satisfy 0 <= low <= high <= 1, not "
+                f"{self.hysteresis_low} and {self.hysteresis_high}")
 
 
 class VideoPCATeacher(Teacher):
