@@ -145,13 +145,16 @@ def import_decisions(project: Project, path: Path) -> int:
     producers = {p.name: p.id for p in project.producers()}
     parsed = []
     try:
-        with open(path, newline="") as f:
+        # utf-8-sig: a spreadsheet's export starts with a byte-order mark (newline="": CRLF too).
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
             missing = [c for c in DECISION_COLUMNS[:4] if c not in (reader.fieldnames or [])]
             if missing:
                 raise UsslError(f"{path}: missing column(s) {', '.join(missing)}; expected "
                                 f"{','.join(DECISION_COLUMNS)}")
             for line, row in enumerate(reader, start=2):
+                row = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
                 frame_id = lookup.get((row["video"], row["frame"]))
                 if frame_id is None:
                     raise UsslError(f"{path}, line {line}: no frame {row['frame']!r} of video "

@@ -239,6 +239,21 @@ def test_decisions_csv_round_trip(tmp_path, project):
         other.close()
 
 
+def test_a_spreadsheet_saved_csv_imports(tmp_path, project):
+    """Saved again by a spreadsheet: a byte-order mark, CRLF line ends, padded cells."""
+    project, pid = project
+    a = frame_ids(project, "a")
+    project.set_decisions([(a[0], pid, "approve", "clean", "2024-01-02T10:00:00")])
+    path = tmp_path / "decisions.csv"
+    export_decisions(project, path)
+    project.set_decision(a[0], pid, "clear")
+    lines = path.read_text().splitlines()
+    lines[1] = ", ".join(lines[1].split(","))   # "a, 00000, videopca@g1, approve, ..."
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    assert import_decisions(project, path) == 1
+    assert project.decisions(pid)[(a[0], pid)]["decision"] == "approve"
+
+
 def test_import_applies_clear_and_fills_missing_time(tmp_path, project):
     project, pid = project
     a = frame_ids(project, "a")
