@@ -4,6 +4,12 @@ researcher's decisions unless told."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import make_davis
@@ -81,3 +87,51 @@ def test_resume_without_a_checkpoint_keeps_the_finished_model(taught):
             assert [e.metrics.get("event") for e in events] == ["skipped"]
             assert "nothing to resume" in events[0].message
             assert model.read_bytes() == b"a finished model"
+
+
+def children_of(pid: int) -> set[int]:
+    """Live child processes of `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_teacher_workers_die_with_a_killed_parent(tmp_path):
+    root = tmp_path / "p"
+    davis = make_davis(tmp_path / "davis", n_videos=4, spec=SampleSpec(n_frames=60, width=160, height=120))
+    with Project.create(root) as project:
+        drain(add_sources(project, davis_sources(davis)))
+    parent = subprocess.Popen([sys.executable, "-m", "ussl_core.cli", "teacher", str(root), "--workers", "2",
+                               "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        workers: set[int] = set()
+        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            workers = {c for c in children_of(parent.pid)
+                       if "spawn" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")}
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the teacher's worker processes never started"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(w) for w in workers)
+    finally:
+        if parent.poll() is None:
+            parent.kill()

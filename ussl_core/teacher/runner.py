@@ -8,8 +8,11 @@ in flight, and a re-run skips every shot already recorded.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -28,6 +31,7 @@ from ussl_core.teacher import make_teacher
 from ussl_core.teacher.base import mask_scores
 
 GENERATION = 1
+PR_SET_PDEATHSIG = 1   # prctl option: a signal for this process when its parent dies
 # Inherited by the spawned workers. One thread per numeric library: parallelism is across shots.
 # glibc malloc: keep freed memory instead of unmapping it. Each shot allocates ~100 MB arrays;
 # with the defaults every shot page-faults them in afresh, which doubled VideoPCA's time
@@ -84,7 +88,16 @@ def compute_shot(task: ShotTask) -> ShotResult:
                       time.perf_counter() - started)
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int | None = None) -> None:
+    # A worker dies with the process that started it, even a SIGKILLed one (Linux); otherwise
+    # it would wait on its queue forever, holding its memory.
+    if parent_pid is not None and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent_pid:   # it died before the line above took effect
+            os._exit(1)
     # Teacher workers yield the CPU to interactive processes (the GUI, an editor).
     try:
         os.nice(10)
@@ -209,7 +222,8 @@ def _results(tasks: list[ShotTask], workers: int, cancel: CancelToken | None) ->
     os.environ.update(_WORKER_ENV)
     # spawn, not fork: a forked child inherits half-held locks (BLAS, HDF5, Qt, TensorFlow).
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                               initargs=(os.getpid(),))
     try:
         pending: set[Future] = set()
         queue = list(reversed(tasks))
