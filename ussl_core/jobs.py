@@ -14,9 +14,10 @@ import signal
 import sys
 from pathlib import Path
 
-from ussl_core.errors import UsslError
+from ussl_core.errors import UsslError, describe_os_error
 from ussl_core.progress import CancelToken, Cancelled, Progress
 from ussl_core.steps import run_step, step_from_spec, step_spec
+from ussl_core.store.catalog import CatalogError
 
 
 def run_job(spec: dict, emit, cancel: CancelToken) -> None:
@@ -67,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except UsslError as exc:
         out.write(json.dumps({"error": str(exc)}) + "\n")
+        return 2
+    except OSError as exc:   # a full disk, a read-only folder, a corrupt file: the same one line
+        out.write(json.dumps({"error": describe_os_error(exc)}) + "\n")
+        return 2
+    except CatalogError as exc:
+        out.write(json.dumps({"error": f"{spec.get('project')}: the catalog cannot be read or written "
+                                       f"({exc})"}) + "\n")
         return 2
     out.write(json.dumps({"result": "done"}) + "\n")
     return 0

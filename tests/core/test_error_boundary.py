@@ -5,6 +5,7 @@ ends quietly."""
 from __future__ import annotations
 
 import errno
+import signal
 import subprocess
 import sys
 
@@ -79,3 +80,23 @@ def test_counts_below_one_are_refused_by_the_parser(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_the_job_child_reports_os_errors_as_one_line(monkeypatch, capsys):
+    import json
+
+    from ussl_core import jobs
+
+    def full_disk(spec, emit, cancel):
+        raise OSError(errno.ENOSPC, "No space left on device", "/p/arrays/masks/x.h5")
+
+    monkeypatch.setattr(jobs, "run_job", full_disk)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}   # main() sets them
+    try:
+        assert jobs.main([json.dumps({"kind": "teacher", "project": "/p"})]) == 2
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == {"error": "/p/arrays/masks/x.h5: the disk is full; free some space and run the same "
+                             "command again"}
