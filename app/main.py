@@ -76,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test:
         return _smoke_test(app, args.project)
 
+    from app import errors
     from app.window import MainWindow
 
     window = MainWindow()
+    errors.install(lambda: window)   # an uncaught error: a dialog and the log, never a traceback
     if args.project:
         window.open_project(args.project)
     window.show()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import shiboken6
 from PySide6.QtCore import QThread, Signal
 
+from app.errors import one_line
 from ussl_core.errors import UsslError
 from ussl_core.jobs import child_environment
 from ussl_core.progress import CancelToken, Cancelled, Progress
@@ -45,11 +46,8 @@ def never_raising(work: Callable[[CancelToken], object], key: str = "value",
             value = work(cancel)
         except Cancelled:
             raise
-        except UsslError as exc:
-            yield Progress(1, 1, "failed", {"error": str(exc)}, stage=stage)
-            return
-        except Exception as exc:  # a bug: one line in the panel, not a dead panel
-            yield Progress(1, 1, "failed", {"error": f"{type(exc).__name__}: {exc}"}, stage=stage)
+        except Exception as exc:  # one line in the panel (the path and cause), not a dead panel
+            yield Progress(1, 1, "failed", {"error": one_line(exc)}, stage=stage)
             return
         yield Progress(1, 1, "done", {key: value}, stage=stage)
     return make

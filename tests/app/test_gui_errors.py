@@ -1,0 +1,47 @@
+"""The GUI's error boundary (app.errors): one line for the user, the traceback in a log."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from app import errors  # noqa: E402
+from app.workers import never_raising  # noqa: E402
+from ussl_core.errors import ProjectError  # noqa: E402
+
+
+def test_one_line_names_path_and_cause():
+    assert errors.one_line(ProjectError("/p: locked")) == "/p: locked"
+    assert errors.one_line(OSError(errno.EROFS, "Read-only file system", "/p/models")) == \
+        "/p/models: read-only file system"
+    assert errors.one_line(KeyError("x")) == "KeyError: 'x'"
+
+
+def test_an_uncaught_error_is_a_dialog_and_a_log_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    shown = []
+    monkeypatch.setattr(errors, "show", lambda message, log, parent=None: shown.append((message, log)))
+    saved = sys.excepthook
+    try:
+        errors.install()
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/p/arrays/x.h5")
+        except OSError:
+            sys.excepthook(*sys.exc_info())
+    finally:
+        sys.excepthook = saved
+    assert shown == [("/p/arrays/x.h5: the disk is full; free some space and run the same command again",
+                      tmp_path / "ussl" / "ussl-gui.log")]
+    log = (tmp_path / "ussl" / "ussl-gui.log").read_text()
+    assert "Traceback" in log and "No space left on device" in log
+
+
+def test_background_work_reports_os_errors_as_one_line():
+    def work(cancel):
+        raise PermissionError(errno.EACCES, "Permission denied", "/p/cache")
+
+    (event,) = list(never_raising(work)(None))
+    assert event.metrics == {"error": "/p/cache: permission denied"}
