@@ -135,3 +135,16 @@ def test_teacher_workers_die_with_a_killed_parent(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_killed_job_reads_as_killed_at_once(tmp_path):
+    root = tmp_path / "p"
+    Project.create(root).close()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with Project.open(root, write=True) as project:
+        job_id, _ = project.start_job("teacher", {})
+        project.conn.execute("UPDATE jobs SET pid=? WHERE id=?", (child.pid, job_id))  # as if the child ran it
+        assert project.jobs()[0]["status"] == "running"
+        child.kill()
+        child.wait()
+        assert project.jobs()[0]["status"] == "killed"

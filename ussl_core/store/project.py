@@ -565,8 +565,13 @@ class Project:
                       (status, now(), message, job_id))
 
     def jobs(self, limit: int = 20) -> list[dict]:
-        rows = self.conn.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
-        return [dict(r) for r in rows]
+        """The latest jobs, newest first; one recorded as running whose process is gone (killed)
+        is reported as killed, even before the next writer records it so."""
+        rows = [dict(r) for r in self.conn.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))]
+        for job in rows:
+            if job["status"] == "running" and not _process_alive(job["pid"]):
+                job["status"] = "killed"
+        return rows
 
     @contextmanager
     def job(self, kind: str, args: dict) -> Iterator[tuple[int, Path]]:
@@ -583,6 +588,18 @@ class Project:
             self.finish_job(job_id, "failed", str(exc) or type(exc).__name__)
             raise
         self.finish_job(job_id, "done")
+
+
+def _process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        return True
+    return True
 
 
 def slug(name: str) -> str:
