@@ -45,7 +45,11 @@ class LoadedModel:
         self.card = read_card(self.path)
         self.name = self.card.get("name", self.path.stem)
         self.architecture = self.card.get("architecture", self.model.name)
-        self.input_size = int(self.model.inputs[0].shape[1])
+        shape = tuple(self.model.inputs[0].shape)
+        if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2]:   # not one of ussl's models
+            raise UsslError(f"{self.path}: not a ussl segmentation model (its input is {shape}, "
+                            "not a square RGB image)")
+        self.input_size = int(shape[1])
         self._call = tf.function(lambda *x: self.model(list(x) if len(x) > 1 else x[0], training=False),
                                  reduce_retracing=True)
 

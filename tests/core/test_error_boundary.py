@@ -100,3 +100,40 @@ def test_the_job_child_reports_os_errors_as_one_line(monkeypatch, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == {"error": "/p/arrays/masks/x.h5: the disk is full; free some space and run the same "
                              "command again"}
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes, not a zip", "truncated"])
+def test_a_broken_model_file_says_what_it_is(tmp_path, capsys, content):
+    from tests.tiny_models import save_tiny_models
+
+    model = tmp_path / "broken.keras"
+    if content == "truncated":
+        whole = save_tiny_models(tmp_path / "models")["unet"].read_bytes()
+        model.write_bytes(whole[: len(whole) // 2])
+    else:
+        model.write_bytes(content)
+    photo = tmp_path / "a.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(photo), np.zeros((20, 30, 3), np.uint8))
+    assert cli.main(["segment", str(photo), "--model", str(model), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ussl: error: {model}: not a ")
+    assert "File not found" not in err[0]
+
+
+def test_a_keras_model_that_is_not_a_segmenter_is_refused(tmp_path, capsys):
+    import keras
+
+    other = keras.Sequential([keras.Input((10,)), keras.layers.Dense(2)])
+    other.save(tmp_path / "classifier.keras")
+    photo = tmp_path / "a.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(photo), np.zeros((20, 30, 3), np.uint8))
+    assert cli.main(["segment", str(photo), "--model", str(tmp_path / "classifier.keras"),
+                     "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a ussl segmentation model" in err[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 from ussl_core.errors import UsslError
@@ -26,6 +27,8 @@ def load_model(path: Path, compile: bool = False):
     path = Path(path)
     if not path.exists():
         raise UsslError(f"{path}: model file does not exist")
+    if not zipfile.is_zipfile(path):   # Keras would say "File not found" of an empty or cut file
+        raise UsslError(f"{path}: not a .keras model (empty, truncated or another kind of file)")
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except ValueError as exc:
@@ -34,5 +37,5 @@ def load_model(path: Path, compile: bool = False):
             raise UsslError(f"{path}: refused: the model contains a Lambda layer (arbitrary Python "
                             "code); ussl loads only models made of registered layers") from None
         raise UsslError(f"{path}: not a loadable ussl model ({text.splitlines()[0]})") from None
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, zipfile.BadZipFile, TypeError, AttributeError) as exc:
         raise UsslError(f"{path}: not a readable .keras model ({exc})") from None
