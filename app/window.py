@@ -17,6 +17,7 @@ from app.widgets.job_progress import EtaEstimator, eta_text
 from ussl_core.builtin import builtin_available
 from ussl_core.errors import UsslError
 from ussl_core.media import IMAGE_EXTENSIONS
+from ussl_core.progress import Progress
 from ussl_core.store import Project
 
 MAX_RECENT = 8
@@ -103,6 +104,8 @@ class MainWindow(QMainWindow):
         self._fill_recent()
         menu.addAction(self._action("Open the &sample project", "Ctrl+Shift+S", self.open_sample_project))
         menu.addAction(self._action("&Close project", QKeySequence.Close, self.close_project))
+        self.check_action = self._action("C&heck project...", None, self.check_project)
+        menu.addAction(self.check_action)
         menu.addSeparator()
         menu.addAction(self._action("&Quit", QKeySequence.Quit, self.close))
         view = self.menuBar().addMenu("&View")
@@ -122,9 +125,52 @@ class MainWindow(QMainWindow):
         toolbar.addSeparator()
         toolbar.addAction(self.cancel_action)
 
+    # ------------------------------------------------------------------ integrity
+    def check_project(self):
+        """Look for missing or corrupt shards, models and checkpoints in a thread; report them
+        and offer the repair (a job: broken files to quarantine/, recomputed)."""
+        from ussl_core.store.integrity import Problem, check_project
+
+        if self.context.project is None:
+            return None
+        root = self.context.root
+
+        def events(cancel):
+            from ussl_core.store import Project
+
+            with Project.open(root) as project:
+                found = [p for p in check_project(project, cancel) if isinstance(p, Problem)]
+            yield Progress(1, 1, "checked", {"problems": found})
+
+        worker = self.context.run_light(events, self._checked)
+        worker.error.connect(lambda message, details: QMessageBox.warning(self, "Check project", message))
+        return worker
+
+    def _checked(self, event) -> None:
+        problems = event.metrics["problems"]
+        root = self.context.root
+        if not problems:
+            QMessageBox.information(self, "Check project", "Every shard, model and checkpoint is sound.")
+            return
+        lines = "\n".join(p.line(root) for p in problems[:20])
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        box = QMessageBox(QMessageBox.Warning, "Check project",
+                          f"{len(problems)} problem(s) found:\n\n{lines}{more}", parent=self)
+        box.setInformativeText("Repair moves the broken files to quarantine/ (nothing is deleted), "
+                               "stores the frames again and says what to run for the masks.")
+        repair = box.addButton("Repair", QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Close)
+        self._check_box = box   # tests answer it
+        box.exec()
+        if box.clickedButton() is repair:
+            from ussl_core.steps import RepairStep
+
+            self.context.run_job(RepairStep())
+
     def _action(self, text: str, shortcut, slot) -> QAction:
         action = QAction(text, self)
-        action.setShortcut(shortcut)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
         action.triggered.connect(slot)
         return action
 

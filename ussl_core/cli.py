@@ -361,6 +361,32 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """0: sound; 1: problems found (listed, one a line); with --repair, repaired (0)."""
+    from ussl_core.steps import RepairStep
+    from ussl_core.store.integrity import Problem, check_project
+
+    with _open(args.project, False, _holder(args)) as project:
+        root = project.root
+        problems = [item for item in check_project(project) if isinstance(item, Problem)]
+    if args.json:
+        print(json.dumps([{"kind": p.kind, "path": str(p.path), "cause": p.cause} for p in problems]))
+    for problem in problems if not args.json else []:
+        print(problem.line(root))
+    if not problems:
+        if not args.json:
+            print(f"{root}: every shard, model and checkpoint is sound")
+        return 0
+    if not args.repair:
+        if not args.json:
+            print(f"{len(problems)} problem(s); `ussl check {args.project} --repair` moves the broken files "
+                  "to quarantine/ and recomputes what it can", file=sys.stderr)
+        return 1
+    events = run_in_project(args, RepairStep(args.workers), args.quiet)
+    print(events[-1].message)
+    return 0
+
+
 def cmd_next_generation(args: argparse.Namespace) -> int:
     from ussl_core.generations import GenerationSettings
     from ussl_core.steps import NextGenerationStep
@@ -494,6 +520,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project")
     add_keep_rule_flags(p, SelectionSettings(), "masks")
     p.add_argument("--producer", help="whose masks (default: the first teacher)")
+
+    p = command("check", cmd_check, "find missing or corrupt shards, models and checkpoints "
+                                    "(exit 1 if any); --repair moves them to quarantine/ and recomputes")
+    p.add_argument("project")
+    p.add_argument("--repair", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--workers", type=at_least_one, default=os.cpu_count() or 1, metavar="N")
+    p.add_argument("--quiet", action="store_true")
 
     p = command("purity", cmd_purity, "purity of the kept masks as selection gets stricter")
     p.add_argument("project")

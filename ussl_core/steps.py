@@ -82,9 +82,17 @@ class NextGenerationStep:
     kind = "next_generation"
 
 
-Step = AddStep | TeacherStep | SelectStep | TrainStep | EvalSegStep | NextGenerationStep
+@dataclass(frozen=True)
+class RepairStep:
+    """Move the project's broken files (shards, models, checkpoints) to quarantine and
+    recompute what can be recomputed (`ussl check --repair`)."""
+    workers: int | None = None
+    kind = "repair"
+
+
+Step = AddStep | TeacherStep | SelectStep | TrainStep | EvalSegStep | NextGenerationStep | RepairStep
 STEP_TYPES: dict[str, type] = {t.kind: t for t in (AddStep, TeacherStep, SelectStep, TrainStep,
-                                                    EvalSegStep, NextGenerationStep)}
+                                                    EvalSegStep, NextGenerationStep, RepairStep)}
 
 
 def step_spec(step: Step) -> dict[str, Any]:
@@ -145,7 +153,7 @@ def run_step(project, step: Step, cancel: CancelToken | None = None) -> Iterator
     """Run a step in an open, writable project; yields its progress events."""
     cancel = cancel or CancelToken()
     runner = {AddStep: _add, TeacherStep: _teacher, SelectStep: _select, TrainStep: _train,
-              EvalSegStep: _evalseg, NextGenerationStep: _next_generation}[type(step)]
+              EvalSegStep: _evalseg, NextGenerationStep: _next_generation, RepairStep: _repair}[type(step)]
     yield from runner(project, step, cancel)
 
 
@@ -245,3 +253,13 @@ def _next_generation(project, step: NextGenerationStep, cancel: CancelToken) -> 
     cap_tensorflow_threads()
     yield from next_generation(project, _sources(step), settings_of(step), step.workers, cancel,
                                teacher=step.teacher)
+
+
+def _repair(project, step: RepairStep, cancel: CancelToken) -> Iterator[Progress]:
+    from ussl_core.store.integrity import Problem, check_project, repair
+
+    problems = [item for item in check_project(project, cancel) if isinstance(item, Problem)]
+    if not problems:
+        yield Progress(1, 1, "nothing to repair: every shard, model and checkpoint is sound", stage="repair")
+        return
+    yield from repair(project, problems, step.workers, cancel)

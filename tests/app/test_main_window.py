@@ -124,3 +124,39 @@ def test_a_fresh_app_segments_dropped_images_with_the_shipped_models(qtbot, tmp_
     window.close_project()
     assert window._stack.currentIndex() == 0
     window.close()
+
+
+def test_check_project_reports_and_repairs(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.conftest import make_davis
+    from ussl_core.ingest import add_sources, davis_sources
+    from ussl_core.sample import SampleSpec
+    from ussl_core.store.integrity import Problem, check_project
+    from ussl_core.teacher.runner import run_teacher
+
+    root = tmp_path / "p"
+    davis = make_davis(tmp_path / "davis", n_videos=1, spec=SampleSpec(n_frames=6, width=32, height=24))
+    with Project.create(root) as project:
+        list(add_sources(project, davis_sources(davis)))
+        list(run_teacher(project, workers=1))
+        shard = project.abspath(project.shots()[0].frames_shard)
+    shard.write_bytes(b"")
+    reports = []
+
+    def answer(box):   # instead of waiting for a person: read the report, press Repair
+        reports.append(box.text())
+        next(b for b in box.buttons() if b.text() == "Repair").click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", answer)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    assert window.open_project(root)
+    with qtbot.waitSignal(window.context.job_finished, timeout=120_000) as finished:
+        window.check_project()
+    assert finished.args == ["repair", "done"]
+    assert "1 problem(s) found" in reports[0] and "frame shard" in reports[0]
+    with Project.open(root) as project:
+        assert [p for p in check_project(project) if isinstance(p, Problem)] == []
+    assert (root / "quarantine" / shard.relative_to(root)).exists()

@@ -518,6 +518,29 @@ class Project:
                           "VALUES(?,?,?)", [(sel_id, f, p) for f, p in pairs])
         return int(sel_id)
 
+    def mask_shards(self) -> list[tuple[int, int, str]]:
+        """(producer id, shot id, shard path relative to the project) of every committed shot."""
+        return [(r[0], r[1], r[2]) for r in
+                self.conn.execute("SELECT producer_id, shot_id, path FROM mask_shards ORDER BY producer_id, shot_id")]
+
+    def forget_shot_masks(self, producer_id: int, shot_id: int) -> None:
+        """Drop one shot's masks of a producer from the catalog (its shard is broken), so that the
+        step that made them computes them again. Human decisions are kept."""
+        self.require_writable()
+        with transaction(self.conn) as c:
+            frames = [r[0] for r in c.execute("SELECT id FROM frames WHERE shot_id=?", (shot_id,))]
+            c.executemany("DELETE FROM masks WHERE frame_id=? AND producer_id=?",
+                          [(f, producer_id) for f in frames])
+            c.execute("DELETE FROM mask_shards WHERE producer_id=? AND shot_id=?", (producer_id, shot_id))
+            _count_change(c, "masks")
+
+    def forget_frames_shard(self, shot_id: int) -> None:
+        """Drop a shot's stored frames from the catalog (its shard is broken): stored again next time."""
+        self.require_writable()
+        with transaction(self.conn) as c:
+            c.execute("UPDATE shots SET frames_shard=NULL WHERE id=?", (shot_id,))
+            _count_change(c, "shots")
+
     def set_frames_shard(self, shot: Shot, shard: Path) -> None:
         self.require_writable()
         with transaction(self.conn) as c:
