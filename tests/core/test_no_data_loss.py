@@ -148,3 +148,20 @@ def test_a_killed_job_reads_as_killed_at_once(tmp_path):
         child.kill()
         child.wait()
         assert project.jobs()[0]["status"] == "killed"
+
+
+def test_a_project_the_user_may_not_write_can_still_be_viewed(taught, monkeypatch):
+    """A read-only disk or another user's folder: SQLite's WAL would need to write even to read;
+    the catalog opens immutable instead (as root, permissions cannot be taken away: the check
+    is made to answer no)."""
+    from ussl_core.cli import project_status
+    from ussl_core.store import catalog
+
+    with Project.open(taught) as project:
+        expected = project_status(project)
+    for leftover in taught.glob("project.sqlite-*"):   # -wal and -shm of the writer before
+        leftover.unlink()
+    monkeypatch.setattr(catalog.os, "access", lambda path, mode: False)
+    with Project.open(taught) as project:
+        assert project_status(project) == expected
+    assert not list(taught.glob("project.sqlite-*"))   # nothing written beside the catalog

@@ -6,6 +6,7 @@ the schema is a new entry in MIGRATIONS; opening an older project applies the mi
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,9 +77,17 @@ SCHEMA_VERSION = len(MIGRATIONS)
 CatalogError = sqlite3.Error   # what a damaged or unwritable catalog raises, for error boundaries
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the catalog with WAL, foreign keys and a busy timeout; autocommit outside `transaction`."""
+def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    """Open the catalog with WAL, foreign keys and a busy timeout; autocommit outside `transaction`.
+    `read_only` on a project the user may not write (a read-only disk, another user's folder):
+    opened as immutable, since WAL needs to write even to read."""
+    path = Path(path)
     try:
+        if read_only and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                                   isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            return conn
         conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")

@@ -159,7 +159,7 @@ class Project:
             lock.acquire()
         conn = None
         try:
-            conn = catalog.connect(path)
+            conn = catalog.connect(path, read_only=not write)
             if not _creating:
                 _check_catalog(conn, path)
             if write:
