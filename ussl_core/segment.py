@@ -154,11 +154,15 @@ def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
 
 def _segment_video(segmenter, path: Path, target: Path, method: str,
                    cancel: CancelToken | None) -> None:
+    """The overlay video, written under a temporary name and renamed when whole: a killed or
+    cancelled run never leaves an unplayable file under the final name."""
     source = open_source(path)
-    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), source.fps or 25.0,
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), source.fps or 25.0,
                              (source.width, source.height))
     if not writer.isOpened():
         raise UsslError(f"{target}: cannot write the overlay video")
+    finished = False
     try:
         batch: list[np.ndarray] = []
         for frame in source.iter_frames():
@@ -170,8 +174,13 @@ def _segment_video(segmenter, path: Path, target: Path, method: str,
                     cancel.raise_if_cancelled()
         if batch:
             _write_overlays(writer, segmenter, batch, method)
+        finished = True
     finally:
         writer.release()
+        if finished:
+            os.replace(partial, target)
+        else:
+            partial.unlink(missing_ok=True)
 
 
 def _write_overlays(writer, segmenter, frames: list[np.ndarray], method: str) -> None:

@@ -165,3 +165,42 @@ def test_a_project_the_user_may_not_write_can_still_be_viewed(taught, monkeypatc
     with Project.open(taught) as project:
         assert project_status(project) == expected
     assert not list(taught.glob("project.sqlite-*"))   # nothing written beside the catalog
+
+
+def test_leftovers_of_a_failed_save_are_cleaned_by_the_next_writer(taught):
+    models = taught / "models"
+    leftovers = [models / "g1_lowres_compact.ckpt.tmp.keras", models / "g1_lowres_compact.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    kept = models / "g1_lowres_compact.keras"
+    kept.write_bytes(b"a model")
+    with Project.open(taught):            # a reader leaves them (a writer may be saving)
+        assert all(p.exists() for p in leftovers)
+    with Project.open(taught, write=True):
+        pass
+    assert not any(p.exists() for p in leftovers) and kept.exists()
+
+
+def test_a_cancelled_video_segmentation_leaves_no_unplayable_file(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from tests.tiny_models import save_tiny_builtin
+    from ussl_core.progress import CancelToken, Cancelled
+    from ussl_core.segment import segment_paths
+
+    monkeypatch.setenv("USSL_BUILTIN_DIR", str(save_tiny_builtin(tmp_path / "builtin")))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for i in range(40):
+        writer.write(np.full((48, 64, 3), 6 * i, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    token = CancelToken()
+    token.cancel()   # checked after the first batch of frames
+    with pytest.raises(Cancelled):
+        drain(segment_paths(None, [video], out, cancel=token))
+    assert list(out.iterdir()) == []
+    drain(segment_paths(None, [video], out))
+    assert [p.name for p in out.iterdir()] == ["clip.overlay.mp4"]
+    assert cv2.VideoCapture(str(out / "clip.overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 40

@@ -155,3 +155,16 @@ def revision(where) -> tuple:
                 continue
             stats.append((path.name, info.st_size, info.st_mtime_ns))
     return (str(folder), tuple(stats))
+
+
+def remove_temporaries(where) -> int:
+    """Delete what a killed or failed save left in a models folder (*.tmp.keras, *.tmp: a model,
+    checkpoint or card never renamed into place); returns how many. Only the project's writer
+    may call this."""
+    folder = models_folder(where)
+    removed = 0
+    for pattern in (f"*.tmp{MODEL_SUFFIX}", "*.tmp"):
+        for path in folder.glob(pattern) if folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ussl_core.errors import ProjectError
-from ussl_core.store import catalog
+from ussl_core.store import catalog, model_files
 from ussl_core.store.catalog import transaction
 from ussl_core.store.lock import ProjectLock, lock_holder
 from ussl_core.store.shards import read_shard, remove_temporaries
@@ -167,6 +167,7 @@ class Project:
                 for sub in ("arrays", "models", "logs", "cache"):
                     (root / sub).mkdir(exist_ok=True)
                 remove_temporaries(root / "arrays")
+                model_files.remove_temporaries(root / model_files.MODELS_FOLDER)
             else:
                 version = catalog.schema_version(conn)
                 if version > catalog.SCHEMA_VERSION:
