@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ussl_core.errors import MediaError
-from ussl_core.media import (IMAGE_EXTENSIONS, MediaSource, ShotSettings, is_image_file,
+from ussl_core.media import (IMAGE_EXTENSIONS, FrameFolderSource, MediaSource, ShotSettings, is_image_file,
                              is_video_file, list_image_files, natural_key, open_source, scan_shots)
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project
@@ -143,6 +143,8 @@ def add_sources(project: Project, specs: list[SourceSpec],
             kind = "images"
         else:
             source = open_source(spec.path)
+            if isinstance(source, FrameFolderSource):
+                source.check_one_size()
             names = source.frame_names
             shots = scan_shots(source, shot_settings)
             kind = source.kind

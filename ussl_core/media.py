@@ -243,6 +243,24 @@ class FrameFolderSource(MediaSource):
         self.frame_count = len(self.files)
         self.fps = None
 
+    def check_one_size(self) -> None:
+        """The frames of a video are all of one size: another size means another folder's images
+        (masks would be exported at the wrong size). Only the headers are read."""
+        try:
+            from PIL import Image
+        except ImportError:   # pragma: no cover - Pillow comes with matplotlib
+            return
+        for file in self.files[1:]:
+            try:
+                with Image.open(file) as image:
+                    size = image.size
+            except (OSError, ValueError):
+                continue   # unreadable: said when the frame is decoded
+            if size != (self.width, self.height):
+                raise MediaError(file, f"is {size[0]}x{size[1]}, but the first frame of its folder is "
+                                       f"{self.width}x{self.height}; a frame folder holds one video's "
+                                       "frames (a folder of unrelated images: add it with --images)")
+
     def _check_unique_names(self) -> None:
         # Frame names key stored results, so "1.jpg" and "1.png" side by side are ambiguous.
         seen: dict[str, Path] = {}

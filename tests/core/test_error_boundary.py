@@ -137,3 +137,19 @@ def test_a_keras_model_that_is_not_a_segmenter_is_refused(tmp_path, capsys):
                      "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a ussl segmentation model" in err[0]
+
+
+def test_a_frame_folder_of_mixed_sizes_is_refused_but_an_image_folder_is_not(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, height in enumerate((20, 20, 20, 24)):
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), np.zeros((height, 30, 3), np.uint8))
+    Project.create(tmp_path / "p").close()
+    assert cli.main(["add", str(tmp_path / "p"), str(folder), "--quiet"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{folder / '00003.jpg'}: is 30x24, but the first frame" in err[0]
+    # Unrelated images are allowed their own sizes.
+    assert cli.main(["add", str(tmp_path / "p"), str(folder), "--images", "--quiet"]) == 0
