@@ -55,13 +55,22 @@ class PurityCurve:
         return data
 
 
+# A mask is black and white, grey only at the edges of objects (anti-aliasing, JPEG): more
+# grey than this share of its pixels is an image, not a mask.
+MAX_GREY_SHARE = 0.25
+
+
 def read_ground_truth(path: Path) -> np.ndarray:
     """A ground-truth mask as bool (foreground = any channel > 0)."""
     data = np.fromfile(path, np.uint8) if path.exists() else np.zeros(0, np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise MediaError(path, "not a readable ground-truth mask")
-    return image.any(axis=2) if image.ndim == 3 else image > 0
+    grey = image.max(axis=2) if image.ndim == 3 else image
+    if grey.dtype == np.uint8 and np.mean((grey > 16) & (grey < 239)) > MAX_GREY_SHARE:
+        raise MediaError(path, "not a ground-truth mask: most of its pixels are neither background nor "
+                               "foreground (a photograph?)")
+    return grey > 0
 
 
 def _one_mask_stats(project: Project, mask: Mask, soft: np.ndarray, gt_path: str) -> MaskStats:

@@ -153,3 +153,18 @@ def test_a_frame_folder_of_mixed_sizes_is_refused_but_an_image_folder_is_not(tmp
     assert len(err) == 1 and f"{folder / '00003.jpg'}: is 30x24, but the first frame" in err[0]
     # Unrelated images are allowed their own sizes.
     assert cli.main(["add", str(tmp_path / "p"), str(folder), "--images", "--quiet"]) == 0
+
+
+def test_evaluating_against_photographs_is_refused(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(pred / "a.png"), np.zeros((20, 30), np.uint8))
+    cv2.imwrite(str(gt / "a.png"), rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))   # a "photograph"
+    assert cli.main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{gt / 'a.png'}: not a ground-truth mask" in err[0]
