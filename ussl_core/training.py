@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ussl_core.errors import ProjectError, SettingsError
+from ussl_core.errors import ProjectError, SettingsError, UsslError
 from ussl_core.progress import CancelToken, Cancelled, Progress
 from ussl_core.store import Project
 from ussl_core.store.model_files import default_model_name, model_paths, write_card
@@ -392,7 +392,12 @@ def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: Train
     with distribution_strategy().scope():
         if resume and paths["checkpoint"].exists() and paths["state"].exists():
             model = load_model(paths["checkpoint"], compile=True)
-            state = json.loads(paths["state"].read_text())
+            try:
+                state = json.loads(paths["state"].read_text())
+                int(state["epoch"]), list(state["history"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UsslError(f"{paths['state']}: the interrupted run's state is damaged ({exc}); "
+                                "`ussl check PROJECT --repair` moves it aside, then train again") from None
         else:
             model = build()
             compile_student(model, settings)

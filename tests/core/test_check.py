@@ -71,3 +71,29 @@ def test_broken_files_are_found_quarantined_and_recomputed(project_root):
     assert after.keys() == masks_before.keys()
     for frame_id, mask in masks_before.items():
         np.testing.assert_array_equal(after[frame_id], mask)
+
+
+def test_commands_on_a_damaged_shard_say_which_and_what_to_do(project_root, tmp_path):
+    with Project.open(project_root) as project:
+        teacher = project.producer(producer_name("videopca"))
+        shard = project.mask_shard_path(teacher.name, project.shots()[0].id)
+    shard.write_bytes(shard.read_bytes()[:300])
+    done = run_ussl("export", project_root, "--masks", tmp_path / "masks", "--quiet")
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"ussl: error: {shard}: shard corrupt")
+    assert "ussl check PROJECT --repair" in lines[0]
+
+
+def test_a_damaged_checkpoint_state_is_one_line(project_root):
+    from ussl_core.store.model_files import model_paths
+    from ussl_core.training import TrainingSettings, build_or_resume
+
+    paths = model_paths(project_root, "g1_lowres_compact")
+    models = save_tiny_models(tmp := project_root / "tiny")
+    paths["checkpoint"].write_bytes(models["lowres"].read_bytes())
+    paths["state"].write_text("{not json")
+    with pytest.raises(Exception) as info:
+        build_or_resume(paths, True, lambda: None, TrainingSettings())
+    assert "state is damaged" in str(info.value) and type(info.value).__name__ == "UsslError"
+    assert tmp.exists()

@@ -13,9 +13,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ussl_core.errors import UsslError
 from ussl_core.testhooks import crash_point
 
 TMP_SUFFIX = ".tmp"
+
+
+class ShardError(UsslError):
+    """A shard the catalog names that is missing or damaged: `ussl check --repair` mends it."""
+
+    def __init__(self, path: Path, cause: str) -> None:
+        self.path, self.cause = Path(path), cause
+        super().__init__(f"{path}: shard {cause}; `ussl check PROJECT --repair` moves it aside and "
+                         "recomputes it")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.cause)
 
 
 def write_shard(final_path: Path, name: str, array: np.ndarray, attrs: dict | None = None,
@@ -46,15 +59,21 @@ def commit_shard(tmp_path: Path) -> Path:
 
 
 def read_shard(path: Path, name: str, rows: slice | list[int] | int | None = None) -> np.ndarray:
-    with h5py.File(path, "r") as f:
-        ds = f[name]
-        if rows is None:
-            return ds[()]
-        if isinstance(rows, list):
-            # h5py reads lists of rows only in increasing order without repeats.
-            unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-            return ds[unique.tolist()][inverse]
-        return ds[rows]
+    try:
+        with h5py.File(path, "r") as f:
+            ds = f[name]
+            if rows is None:
+                return ds[()]
+            if isinstance(rows, list):
+                # h5py reads lists of rows only in increasing order without repeats.
+                unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+                return ds[unique.tolist()][inverse]
+            return ds[rows]
+    except FileNotFoundError:
+        raise ShardError(path, "missing") from None
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:   # h5py's words for a damaged file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ShardError(path, f"corrupt or unreadable ({first})") from None
 
 
 def remove_temporaries(folder: Path) -> int:
