@@ -312,7 +312,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     unknown = [a for a in archs if a not in STUDENTS]
     if unknown:
         raise SettingsError(f"unknown architecture(s) {', '.join(unknown)}; choose from {', '.join(STUDENTS)}")
-    step = TrainStep(archs, args.preset, dataclasses.asdict(_training_settings(args)), args.resume)
+    step = TrainStep(archs, args.preset, dataclasses.asdict(_training_settings(args)), resume=args.resume,
+                     replace=args.replace, require_checkpoint=args.resume)
     finished: list[Progress] = []
     run_in_project(args, step, args.quiet, finished)
     for event in finished:
@@ -323,7 +324,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evalseg(args: argparse.Namespace) -> int:
     from ussl_core.steps import EvalSegStep
 
-    step = EvalSegStep(args.preset, dataclasses.asdict(_training_settings(args)), args.resume, args.max_frames)
+    step = EvalSegStep(args.preset, dataclasses.asdict(_training_settings(args)), args.resume, args.max_frames,
+                       replace=args.replace, require_checkpoint=args.resume)
     events = run_in_project(args, step, args.quiet)
     print(events[-1].message if events else "EvalSeg-Net: nothing to do")
     return 0
@@ -558,7 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     def training_flags(p: argparse.ArgumentParser, defaults) -> None:
         p.add_argument("--preset", default="compact", choices=PRESET_NAMES)
         add_settings_flags(p, TrainingSettings, defaults)
-        p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+        runs = p.add_mutually_exclusive_group()
+        runs.add_argument("--resume", action="store_true",
+                          help="continue an interrupted run from its last epoch (an error if there is none)")
+        runs.add_argument("--replace", action="store_true",
+                          help="train again over a finished model (refused otherwise) and replace it")
         p.add_argument("--quiet", action="store_true")
 
     p = command("train", cmd_train, "train students on the active selection, one after another")

@@ -19,8 +19,8 @@ from ussl_core.errors import ProjectError
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project
 from ussl_core.store.model_files import default_model_name, generation_models, model_paths
-from ussl_core.training import (TrainingSettings, build_or_resume, fit_with_events, held_out_videos,
-                                model_card, nothing_to_resume, save_trained)
+from ussl_core.training import (TrainingSettings, before_training, build_or_resume, fit_with_events,
+                                held_out_videos, model_card, save_trained)
 
 
 def evalseg_settings(**overrides) -> TrainingSettings:
@@ -82,7 +82,8 @@ def collect_evalseg_data(project: Project, students: list[Path], data: EvalSegDa
 def train_evalseg(project: Project, preset: str = "compact",
                   settings: TrainingSettings | None = None, max_frames: int = 600,
                   resume: bool = False, cancel: CancelToken | None = None,
-                  students: list[Path] | None = None, name: str | None = None) -> Iterator[Progress]:
+                  students: list[Path] | None = None, name: str | None = None,
+                  replace: bool = False, require_checkpoint: bool = False) -> Iterator[Progress]:
     """Train the current generation's EvalSeg-Net from its students (or the `students` given,
     saved as `name`)."""
     import tensorflow as tf
@@ -94,9 +95,9 @@ def train_evalseg(project: Project, preset: str = "compact",
     generation = int(project.meta("generation", "1"))
     name = name or default_model_name("evalseg", preset, generation)
     paths = model_paths(project.root, name)
-    if resume and nothing_to_resume(paths):
-        yield Progress(1, 1, f"{name}: already trained ({paths['model'].name}); nothing to resume",
-                       {"event": "skipped"}, stage="train")
+    skipped = before_training(paths, name, resume, replace, require_checkpoint)
+    if skipped:
+        yield skipped
         return
     students = students if students is not None else generation_models(project, generation)[0]
     if len(students) < 2:

@@ -56,7 +56,9 @@ class TrainStep:
     archs: tuple[str, ...]
     preset: str = "compact"
     settings: dict = field(default_factory=dict)   # TrainingSettings fields
-    resume: bool = False
+    resume: bool = False               # continue interrupted runs, or start (finished models kept)
+    replace: bool = False              # train again over finished models
+    require_checkpoint: bool = False   # only continue: an error where nothing was interrupted
     kind = "train"
 
 
@@ -67,6 +69,8 @@ class EvalSegStep:
     settings: dict = field(default_factory=dict)   # fields over evalseg_settings()' defaults
     resume: bool = False
     max_frames: int = 600
+    replace: bool = False
+    require_checkpoint: bool = False
     kind = "evalseg"
 
 
@@ -214,29 +218,42 @@ def cap_tensorflow_threads() -> None:
 
 
 def _train(project, step: TrainStep, cancel: CancelToken) -> Iterator[Progress]:
-    from ussl_core.evalseg import evalseg_settings, train_evalseg
-    from ussl_core.models import STUDENTS
-    from ussl_core.training import load_selection, train_student
+    from ussl_core.names import EVALSEG, STUDENTS
+    from ussl_core.store.model_files import default_model_name, model_paths
 
-    unknown = [a for a in step.archs if a not in STUDENTS and a != "evalseg"]
+    unknown = [a for a in step.archs if a not in STUDENTS and a != EVALSEG]
     if unknown:
         raise SettingsError(f"unknown architecture(s) {', '.join(unknown)}; choose from {', '.join(STUDENTS)}")
-    cap_tensorflow_threads()
     settings = settings_of(step)
-    archs = sorted(step.archs, key=lambda arch: arch == "evalseg")   # it learns from the students
-    data = load_selection(project) if any(a != "evalseg" for a in archs) else None
+    generation = int(project.meta("generation", "1"))
+    archs = sorted(step.archs, key=lambda arch: arch == EVALSEG)   # it learns from the students
+    # Every model's files checked before anything loads (TensorFlow, the selection): a refusal
+    # comes at once, and models that are done are not loaded for.
+    from ussl_core.training import before_training
+
+    todo = [arch for arch in archs
+            if before_training(model_paths(project.root, default_model_name(arch, step.preset, generation)),
+                               default_model_name(arch, step.preset, generation), step.resume, step.replace,
+                               step.require_checkpoint) is None]
+    cap_tensorflow_threads()
+    from ussl_core.evalseg import evalseg_settings, train_evalseg
+    from ussl_core.training import load_selection, train_student
+
+    data = load_selection(project) if any(a != EVALSEG for a in todo) else None
     for arch in archs:
         if cancel.stop_requested:   # "stop after this epoch" landed on a model's last epoch
             raise Cancelled()
-        if arch == "evalseg":
+        if arch == EVALSEG:
             # The same augmentation, but EvalSeg-Net's own epochs, batch size, learning rate, loss.
             own = {k: v for k, v in dataclasses.asdict(settings).items()
                    if k not in ("epochs", "batch_size", "learning_rate", "loss")}
             yield from train_evalseg(project, step.preset, evalseg_settings(**own), resume=step.resume,
-                                     cancel=cancel)
+                                     cancel=cancel, replace=step.replace,
+                                     require_checkpoint=step.require_checkpoint)
         else:
             yield from train_student(project, arch, step.preset, settings, resume=step.resume, data=data,
-                                     cancel=cancel)
+                                     cancel=cancel, replace=step.replace,
+                                     require_checkpoint=step.require_checkpoint)
 
 
 def _evalseg(project, step: EvalSegStep, cancel: CancelToken) -> Iterator[Progress]:
@@ -244,7 +261,8 @@ def _evalseg(project, step: EvalSegStep, cancel: CancelToken) -> Iterator[Progre
 
     cap_tensorflow_threads()
     yield from train_evalseg(project, step.preset, settings_of(step), step.max_frames,
-                             resume=step.resume, cancel=cancel)
+                             resume=step.resume, cancel=cancel, replace=step.replace,
+                             require_checkpoint=step.require_checkpoint)
 
 
 def _next_generation(project, step: NextGenerationStep, cancel: CancelToken) -> Iterator[Progress]:

@@ -240,8 +240,12 @@ def distribution_strategy():
 def train_student(project: Project, arch: str, preset: str = "compact",
                   settings: TrainingSettings = TrainingSettings(), name: str | None = None,
                   resume: bool = False, data: TrainingData | None = None,
-                  cancel: CancelToken | None = None) -> Iterator[Progress]:
-    """Train one student on the active selection; yields batch, epoch and collapse events."""
+                  cancel: CancelToken | None = None, replace: bool = False,
+                  require_checkpoint: bool = False) -> Iterator[Progress]:
+    """Train one student on the active selection; yields batch, epoch and collapse events.
+    `resume`: continue an interrupted run, or start (a finished model is kept: nothing to do);
+    `require_checkpoint`: only continue (an error without an interrupted run); `replace`: train
+    again over a finished model, which is refused otherwise."""
     from ussl_core.models import PRESETS, STUDENTS, build_model
 
     project.require_writable()
@@ -250,9 +254,9 @@ def train_student(project: Project, arch: str, preset: str = "compact",
     generation = int(project.meta("generation", "1"))
     name = name or default_model_name(arch, preset, generation)
     paths = model_paths(project.root, name)
-    if resume and nothing_to_resume(paths):
-        yield Progress(1, 1, f"{name}: already trained ({paths['model'].name}); nothing to resume",
-                       {"event": "skipped"}, stage="train")
+    skipped = before_training(paths, name, resume, replace, require_checkpoint)
+    if skipped:
+        yield skipped
         return
     data = data or load_selection(project)
     train_idx, val_idx = data.split(settings.validation_share, settings.seed)
@@ -376,9 +380,20 @@ def calibrated(model, slope: float, offset: float):
     return keras.Model(model.input, output, name=model.name)
 
 
-def nothing_to_resume(paths: dict[str, Path]) -> bool:
-    """A finished model and no interrupted run: resuming must keep the model, not retrain it."""
-    return paths["model"].exists() and not paths["checkpoint"].exists()
+def before_training(paths: dict[str, Path], name: str, resume: bool, replace: bool,
+                    require_checkpoint: bool) -> Progress | None:
+    """What may happen to a model's files: a "skipped" event when a finished model is kept,
+    an error when the run would destroy one or has nothing to continue, else None (train)."""
+    if require_checkpoint and not paths["checkpoint"].exists():
+        raise ProjectError(f"{paths['checkpoint']}: no interrupted run of {name} to resume; "
+                           "train it without --resume")
+    if resume and paths["model"].exists() and not paths["checkpoint"].exists():
+        return Progress(1, 1, f"{name}: already trained ({paths['model'].name}); nothing to resume",
+                        {"event": "skipped"}, stage="train")
+    if not resume and paths["model"].exists() and not replace:
+        raise ProjectError(f"{paths['model']}: already trained; --replace trains it again and replaces "
+                           "it (its card too)")
+    return None
 
 
 def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: TrainingSettings):

@@ -7,6 +7,7 @@ events it sends. Model cards and interrupted checkpoints are small JSON files, r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from matplotlib import ticker
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QGroupBox, QHBoxLayout,
-                               QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter,
+                               QHeaderView, QLabel, QMessageBox, QPlainTextEdit, QPushButton, QSplitter,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.style import BUSY_TIP
@@ -24,7 +25,7 @@ from app.widgets.plot import PlotCanvas
 from app.widgets.settings_form import SettingsForm
 from ussl_core.progress import Progress
 from ussl_core.steps import TrainStep, settings_of
-from ussl_core.store.model_files import interrupted_runs, trained_cards
+from ussl_core.store.model_files import default_model_name, interrupted_runs, is_trained, trained_cards
 
 # The architectures offered, in the order the paper lists them; EvalSeg-Net trains last.
 MODELS = {"lowres": "LowRes-Net", "fconv": "FConv-Net", "basic_unet": "BasicU-Net",
@@ -351,6 +352,15 @@ class TrainingPanel(QWidget):
                            key=list(MODELS).index)
         return TrainStep(tuple(archs), self.preset_combo.currentText(), self.settings_form.values(), resume)
 
+    def _finished_models(self, step: TrainStep) -> list[str]:
+        """The names of the step's models that are already trained in this generation."""
+        project = self.context.project
+        if project is None:
+            return []
+        generation = int(project.meta("generation", "1"))
+        names = [default_model_name(arch, step.preset, generation) for arch in step.archs]
+        return [name for name in names if is_trained(project.root, name)]
+
     def start_training(self, resume: bool = False):
         from ussl_core.errors import SettingsError
 
@@ -360,6 +370,15 @@ class TrainingPanel(QWidget):
         except SettingsError as exc:
             self.progress.finish(f"Settings: {exc}")
             return None
+        finished = [] if resume else self._finished_models(step)
+        if finished:
+            answer = QMessageBox.question(
+                self, "Train again?", f"{', '.join(finished)} {'is' if len(finished) == 1 else 'are'} "
+                "already trained. Train again and replace the finished model(s) and card(s)?",
+                QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            if answer != QMessageBox.Yes:
+                return None
+            step = dataclasses.replace(step, replace=True)
         worker = self.context.run_job(step)
         if worker is None:
             return None

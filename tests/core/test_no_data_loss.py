@@ -204,3 +204,26 @@ def test_a_cancelled_video_segmentation_leaves_no_unplayable_file(tmp_path, monk
     drain(segment_paths(None, [video], out))
     assert [p.name for p in out.iterdir()] == ["clip.overlay.mp4"]
     assert cv2.VideoCapture(str(out / "clip.overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 40
+
+
+def test_nothing_overwrites_a_finished_model_unasked(taught):
+    """Continue-or-start keeps it (above); a plain start is refused without replace; the CLI's
+    --resume without an interrupted run is an error."""
+    from tests.core.test_cli import run_ussl
+    from ussl_core.errors import ProjectError
+    from ussl_core.store.model_files import model_paths, write_card
+    from ussl_core.training import train_student
+
+    model = model_paths(taught, "g1_lowres_compact")["model"]
+    model.write_bytes(b"a finished model")
+    write_card(model, {"name": model.stem, "architecture": "lowres", "generation": 1})
+    with Project.open(taught, write=True) as project:
+        with pytest.raises(ProjectError, match="already trained; --replace"):
+            drain(train_student(project, "lowres"))
+        with pytest.raises(ProjectError, match="no interrupted run of g1_lowres_compact"):
+            drain(train_student(project, "lowres", resume=True, require_checkpoint=True))
+    for flags, fragment in ((["--resume"], "no interrupted run"), ([], "already trained; --replace")):
+        done = run_ussl("train", taught, "--arch", "lowres", *flags)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0]
+    assert model.read_bytes() == b"a finished model"
