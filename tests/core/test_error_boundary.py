@@ -168,3 +168,11 @@ def test_evaluating_against_photographs_is_refused(tmp_path, capsys):
     assert cli.main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{gt / 'a.png'}: not a ground-truth mask" in err[0]
+
+
+def test_a_symbolic_link_loop_is_one_line(tmp_path, capsys):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert cli.main(["status", str(tmp_path / "a")]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ussl: error: {tmp_path / 'a'}: too many symbolic links (a link loop?)"]

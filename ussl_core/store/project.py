@@ -105,6 +105,14 @@ class Producer:
 
 
 
+def _resolved(root: str | os.PathLike) -> Path:
+    """The project folder's absolute path; a link loop is a ProjectError, not a crash."""
+    try:
+        return Path(root).resolve()
+    except (RuntimeError, OSError):   # "Symlink loop" (RuntimeError before Python 3.13)
+        raise ProjectError(f"{root}: too many symbolic links (a link loop?)") from None
+
+
 def _check_catalog(conn, path: Path) -> None:
     """Refuse a catalog that is empty, truncated or not ussl's, before anything writes to it:
     "upgrading" it would start an empty project over the user's masks and decisions."""
@@ -128,7 +136,7 @@ class Project:
     # ----------------------------------------------------------------- open / close
     @classmethod
     def create(cls, root: str | os.PathLike, holder: str = "ussl init") -> "Project":
-        root = Path(root).resolve()
+        root = _resolved(root)
         if (root / CATALOG_NAME).exists():
             raise ProjectError(f"{root}: a project already exists here")
         if root.exists() and not root.is_dir():
@@ -145,7 +153,7 @@ class Project:
     @classmethod
     def open(cls, root: str | os.PathLike, write: bool = False, holder: str = "ussl",
              _creating: bool = False) -> "Project":
-        root = Path(root).resolve()
+        root = _resolved(root)
         path = root / CATALOG_NAME
         if not _creating and not path.exists():
             what = "does not exist" if not root.exists() else "is not a ussl project (no project.sqlite)"
