@@ -107,8 +107,9 @@ def train_generation(project: Project, archs: list[str], images: int,
 
 def algorithm(root: Path, g1: list, g2: list, archs: list[str], images: int, workers: int,
               selection: SelectionSettings, g2_rule: GenerationSettings,
-              evalseg: TrainingSettings) -> dict:
-    """Generation 1 on g1's sources, generation 2 with g2's added; returns what was run."""
+              evalseg: TrainingSettings, generations: int = 2) -> dict:
+    """Generation 1 on g1's sources, then (generations=2) generation 2 with g2's added; returns
+    what was run."""
     info = {}
     with open_or_create(root) as project:
         run(add_sources(project, g1), "add generation-1 video")
@@ -117,6 +118,8 @@ def algorithm(root: Path, g1: list, g2: list, archs: list[str], images: int, wor
             if project.active_selection() is None:
                 select(project, project.producer(TEACHER).id, selection)
             info["g1"] = train_generation(project, archs, images, evalseg)
+            if generations == 1:
+                return info
             run(next_generation(project, g2, g2_rule, workers), "next generation")
         info.setdefault("g1", {"selected_pairs": project.selections(1)[-1]["n_selected"]})
         info["g2"] = train_generation(project, archs, images, evalseg)

@@ -9,8 +9,9 @@ extra-videos/README.md): Apache-2.0, CC BY 4.0 and MIT footage. The non-commerci
 (S-Lab License 1.0, CC BY-NC 4.0) and the DAVIS shots (research terms, no grant for derived
 works) stay out; the card names every source, its licence, and why the excluded ones are.
 Algorithm 1 runs as in benchmarks/generations.py with the default recipe: generation 1 from
-VideoPCA, generation 2 from generation 1's students as the teacher on the same video (no other
-shareable video is at hand). The final generation's students and EvalSeg-Net are copied into
+VideoPCA, then (--generations 2) generation 2 from generation 1's students as the teacher on the
+same video (no other shareable video is at hand). The last generation's students and EvalSeg-Net
+are copied into
 ussl_core/builtin (no optimizer state), then scored on davis2016-val, the development shots of
 davis2016-train and the ten unseen shots (all unseen by these models), with the time to
 segment one image.
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--eval-step", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--target", default=str(BUILTIN_DIR), help="where the models and card go")
+    parser.add_argument("--generations", type=int, choices=(1, 2), default=2,
+                        help="run Algorithm 1 for this many generations; the last one ships")
     args = parser.parse_args()
     out, target = Path(args.out), Path(args.target)
     os.environ["USSL_BUILTIN_DIR"] = str(target)   # the scoring below segments with these models
@@ -125,8 +128,9 @@ def main() -> None:
     left = [s for s in specs if s not in used]
     selection, g2_rule, evalseg = SelectionSettings(), GenerationSettings(), evalseg_settings()
     info = algorithm(out / "project", used, [], list(STUDENTS), args.images, args.workers,
-                     selection, g2_rule, evalseg)
-    copied = export(out / "project", 2, target)
+                     selection, g2_rule, evalseg, args.generations)
+    final = args.generations
+    copied = export(out / "project", final, target)
     students = [copied[a] for a in STUDENTS if a in copied]
     names = {"students": [p.stem for p in students], "evalseg": "evalseg" if "evalseg" in copied else None}
     (target / CARD_NAME).write_text(json.dumps(names) + "\n")   # the full card follows the figures
@@ -139,7 +143,7 @@ def main() -> None:
         for _ in run_teacher(project, workers=args.workers):
             pass
     prepare_scoring_project(out / "unseen", Path(args.davis_train), args.workers)
-    models = {2: (students, copied.get("evalseg"))}
+    models = {final: (students, copied.get("evalseg"))}
     val_names = {s.path.name for s in davis_sources(args.davis_val)}
     figures = score_sets(out / "davis", out / "unseen", val_names, args.eval_step, models)
     corloc = segment_corloc(None, Path(args.davis_val), out / "segment-val", out / "davis")
@@ -152,20 +156,21 @@ def main() -> None:
         "name": "ussl built-in compact models",
         **names,
         "default_method": SegmentSettings().method,
-        "generation": 2,
+        "generation": final,
         "data": [{"source": s.path.name, "from": licence_of(s.path.name)[0],
                   "licence": licence_of(s.path.name)[1]} for s in used],
         "excluded": [{"source": s.path.name, "from": licence_of(s.path.name)[0],
                       "licence": licence_of(s.path.name)[1], "why": EXCLUDED_WHY} for s in left]
                     + [{"source": "davis2016-val, davis2016-train", "from": "DAVIS 2016",
                         "licence": "DAVIS terms (research use)", "why": EXCLUDED_WHY}],
-        "labels": "none: VideoPCA's soft masks (generation 1), then generation 1's students "
-                  "scored by its EvalSeg-Net (generation 2); no ground truth was used in training",
+        "labels": "none: VideoPCA's soft masks (generation 1)"
+                  + (", then generation 1's students scored by its EvalSeg-Net (generation 2)" if final == 2 else "")
+                  + "; no ground truth was used in training",
         "recipe": {"selection": asdict(selection), "training": asdict(TrainingSettings()),
-                   "evalseg": asdict(evalseg), "generation2": asdict(g2_rule),
+                   "evalseg": asdict(evalseg), **({"generation2": asdict(g2_rule)} if final == 2 else {}),
                    "images_per_student": args.images},
         "generations": info,
-        "figures": {"max_mean_iou_and_corloc": {k: v.get("g2") for k, v in figures.items()},
+        "figures": {"max_mean_iou_and_corloc": {k: v.get(f"g{final}") for k, v in figures.items()},
                     "segment_corloc_val": corloc, "segment_one_image": timing,
                     "note": "every DAVIS shot is unseen by these models"},
         "versions": {"ussl": __import__("ussl_core").__version__, "tensorflow": tf.__version__,

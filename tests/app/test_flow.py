@@ -10,7 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtWidgets import QFileDialog  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
 
 from app.window import MainWindow  # noqa: E402
 from tests.app.test_videos_panel import send_drop  # noqa: E402
@@ -110,9 +110,12 @@ def test_the_whole_flow(qtbot, tmp_path, monkeypatch):
     assert mask.dtype == np.uint8 and mask.shape == (120, 160)
     assert (tmp_path / "out" / "frame.png") in exported.args[0]
 
-    # Cancel a running job from the status bar.
+    # Cancel a running job from the status bar (training BasicU-Net again: the panel asks first).
     window.tabs.setCurrentWidget(training)
     training.settings_form.set_values({"epochs": 50})
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *args, **kwargs: asked.append(args[2]) or QMessageBox.Yes)
     started = []
     context.job_progress.connect(lambda e: started.append(e) if e.metrics.get("event") == "batch" else None)
     with qtbot.waitSignal(context.job_finished, timeout=JOB_MS) as finished:
@@ -120,5 +123,7 @@ def test_the_whole_flow(qtbot, tmp_path, monkeypatch):
         qtbot.waitUntil(lambda: bool(started), timeout=JOB_MS)
         window.cancel_button.click()
     assert finished.args == ["train", "cancelled"]
+    assert len(asked) == 1 and "g1_basic_unet_compact is already trained" in asked[0]
+    assert (context.root / "models" / "g1_basic_unet_compact.keras").exists()   # kept: cancelled
     assert context.job is None and training.train_button.isEnabled()
     window.close()

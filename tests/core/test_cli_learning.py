@@ -82,7 +82,7 @@ def test_train_evalseg_and_next_generation(project: dict) -> None:
         students = {x.id for x in p.producers() if x.kind == "student"}
         assert {pid for _, pid in p.selection_members(selection["id"])} == students
         jobs = {j["kind"]: j["status"] for j in p.jobs()}
-    assert jobs["train"] == jobs["evalseg"] == jobs["next-generation"] == "done"
+    assert jobs["train"] == jobs["evalseg"] == jobs["next_generation"] == "done"
 
 
 def test_train_unknown_architecture_is_one_line(project: dict) -> None:

@@ -182,7 +182,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(project_root: Path) -> 
 
     with Project.open(project_root) as project:
         jobs = [j for j in project.jobs() if j["kind"] == "train"
-                and json.loads(j["args"])["arch"] == "basic_unet"]
+                and json.loads(j["args"])["archs"] == ["basic_unet"]]
     resumed, killed = jobs[0], jobs[1]
     assert killed["status"] == "killed" and resumed["status"] == "done"
     lines = (project_root / resumed["log"]).read_text().splitlines()
