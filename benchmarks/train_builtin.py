@@ -136,7 +136,7 @@ def main() -> None:
     (target / CARD_NAME).write_text(json.dumps(names) + "\n")   # the full card follows the figures
 
     # Scoring: everything here is unseen by the shipped models.
-    with (Project.open(out / "davis") if (out / "davis" / "project.sqlite").exists()
+    with (Project.open(out / "davis", write=True) if (out / "davis" / "project.sqlite").exists()
           else Project.create(out / "davis")) as project:
         for _ in add_sources(project, davis_sources(args.davis_val) + development_sources(args.davis_train)):
             pass

@@ -115,11 +115,13 @@ def _pictures(folder: Path) -> dict[str, np.ndarray]:
 def test_segment_image_folder_with_boxes(project: dict) -> None:
     from ussl_core.postprocess import BoxSettings, boxes_from_mask
 
-    out = project["tmp"] / "seg-multi"
+    from ussl_core.segment import SegmentSettings
+
+    out = project["tmp"] / "seg-default"
     printed = ok("segment", project["root"], project["images"], "--out", out, "--boxes", "--quiet")
     assert "wrote 2 masks" in printed
     pictures = _pictures(project["images"])
-    expected = _library_results(project["root"], pictures, "multi")
+    expected = _library_results(project["root"], pictures, SegmentSettings().method)
     boxes = json.loads((out / "boxes.json").read_text())
     assert set(boxes) == set(IMAGE_SIZES)
     for stem, (h, w) in IMAGE_SIZES.items():
