@@ -155,7 +155,9 @@ class ProjectContext(QObject):
             self.job.wait(15000)
         for worker in list(self._light):
             worker.cancel()
-            worker.wait(5000)
+            # Loading models cannot stop halfway (seconds, more on a busy machine); a thread
+            # destroyed while it runs aborts the process, so it is waited for.
+            worker.wait(120_000)
         if self.project is not None:
             self.project.close()
             self.project = None
