@@ -248,7 +248,7 @@ def test_a_saturated_evalseg_net_raises_the_collapse_event(gen1: Path, tmp_path:
     with Project.open(root, write=True) as project:
         project.set_meta("generation", "1")   # other tests of this module moved the shared project on
         events = drain(train_evalseg(project, "compact", TrainingSettings(epochs=3, batch_size=8),
-                                     max_frames=24))
+                                     max_frames=24, replace=True))
     collapse = [e for e in events if e.metrics.get("event") == "collapse"]
     assert len(collapse) == 1 and collapse[0].metrics["epoch"] == 2
     assert "collapsed" in collapse[0].message
