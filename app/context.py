@@ -8,7 +8,9 @@ runs, `busy` is True and actions that would write are disabled, not frozen.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -16,12 +18,24 @@ from PySide6.QtCore import QObject, Signal
 from app.workers import GeneratorWorker, JobWorker
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.steps import step_spec
-from ussl_core.store import Project
+from ussl_core.store import Project, changed_areas
+
+CHANGE_LOOK_S = 1.0
+
+
+@dataclass(frozen=True)
+class StoreChange:
+    """What `ProjectContext.changed` tells the panels."""
+    areas: frozenset[str]
+    live: bool = False       # seen while a job still runs; a settled change follows at its end
+
+    def touches(self, areas) -> bool:
+        return bool(self.areas & set(areas))
 
 
 class ProjectContext(QObject):
     project_changed = Signal()            # another project opened, or closed
-    data_changed = Signal()               # a job wrote something: views re-read the store
+    changed = Signal(object)              # StoreChange: which areas (store.AREAS) changed
     job_started = Signal(str)             # kind
     job_progress = Signal(object)         # Progress
     job_finished = Signal(str, str)       # kind, outcome: "done", "cancelled" or "failed"
@@ -33,6 +47,9 @@ class ProjectContext(QObject):
         self.project: Project | None = None
         self.job: JobWorker | None = None
         self._light: set[GeneratorWorker] = set()
+        self._settled: dict[str, tuple] | None = None   # when the last job or write ended
+        self._seen: dict[str, tuple] | None = None      # at the last look while a job runs
+        self._last_look = 0.0
 
     # ------------------------------------------------------------------ project
     @property
@@ -44,6 +61,7 @@ class ProjectContext(QObject):
         project = Project.open(path)
         self.close()
         self.project = project
+        self._settled = self._seen = project.revisions()
         self.project_changed.emit()
 
     def close(self) -> None:
@@ -52,6 +70,7 @@ class ProjectContext(QObject):
         if self.project is not None:
             self.project.close()
             self.project = None
+            self._settled = self._seen = None
             self.project_changed.emit()
 
     def refresh(self) -> None:
@@ -60,7 +79,34 @@ class ProjectContext(QObject):
             root = self.project.root
             self.project.close()
             self.project = Project.open(root)
-            self.data_changed.emit()
+            self.notice_changes()
+
+    def notice_changes(self, live: bool = False) -> StoreChange | None:
+        """Compare the store with what the panels last heard and emit `changed` with the areas
+        that moved (nothing when none did). A live look, while a job runs, reports what moved
+        since the last look; a settled one (a job or a write ended) everything since the last
+        settled one, so that a panel that waits for the end misses nothing. Cheap: a few counts
+        and a listing of models/."""
+        if self.project is None:
+            return None
+        revisions = self.project.revisions()
+        change = StoreChange(changed_areas(self._seen if live else self._settled, revisions), live)
+        self._seen = revisions
+        if not live:
+            self._settled = revisions
+        if not change.areas:
+            return None
+        self.changed.emit(change)
+        return change
+
+    def _job_progress(self, event: Progress) -> None:
+        self.job_progress.emit(event)
+        # Results land while a job runs (the teacher's masks shot by shot): at most once a
+        # second, tell the panels what changed.
+        now = time.monotonic()
+        if now - self._last_look >= CHANGE_LOOK_S:
+            self._last_look = now
+            self.notice_changes(live=True)
 
     def write(self, change: Callable[[Project], object]) -> object:
         """Apply a small, quick change (a decision, a selection) under the write lock, taken only
@@ -69,14 +115,14 @@ class ProjectContext(QObject):
             raise RuntimeError("no project is open")
         with Project.open(self.project.root, write=True, holder="ussl-gui") as writable:
             result = change(writable)
-        self.data_changed.emit()
+        self.notice_changes()
         return result
 
     def write_in_background(self, change: Callable[[Project], object],
                             on_done: Callable[[object], None],
                             on_error: Callable[[str], None]) -> GeneratorWorker:
         """`write` in a thread, for changes that take a moment (a selection over 100,000 masks).
-        data_changed is emitted, then on_done(result); or on_error(message)."""
+        `changed` is emitted, then on_done(result); or on_error(message)."""
         if self.project is None:
             raise RuntimeError("no project is open")
         root = self.project.root
@@ -87,7 +133,7 @@ class ProjectContext(QObject):
             yield Progress(1, 1, "written", {"result": result})
 
         def done(event: Progress) -> None:
-            self.data_changed.emit()
+            self.notice_changes()
             on_done(event.metrics["result"])
 
         worker = GeneratorWorker(events, parent=self)
@@ -113,7 +159,7 @@ class ProjectContext(QObject):
         if self.project is not None and spec.get("kind") != "sample":
             spec = {**spec, "project": str(self.project.root)}
         worker = JobWorker(spec, parent=self)
-        worker.progress.connect(self.job_progress)
+        worker.progress.connect(self._job_progress)
         worker.error.connect(self.job_error)
         kind = spec["kind"]
         worker.result.connect(lambda _: self._job_done(kind, "done"))

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGr
 from app.panels.audit_table import (APPROVE, CODES, NAMES, NONE, REJECT, AuditRecord,
                                     AuditTable, ScoredMask, load_table, render_thumbnail)
 from app.panels.audit_views import AuditModel, CutoffPlot, DecisionCommand, MaskDialog
+from app.context import StoreChange
 from app.style import MUTED, THUMB, WARNING
 from app.widgets.thumbnails import (PayloadRole, RecordRole, ThumbnailCache, ThumbnailDelegate,
                                     ThumbnailGrid, ThumbnailLoader)
@@ -35,6 +36,8 @@ from ussl_core.errors import ProjectError, ProjectLockedError, UsslError
 from ussl_core.purity import PurityCurve, decisions_curve, n_kept, purity_curve
 from ussl_core.selection import SelectionSettings, kept_by_score, select
 from ussl_core.store import Project
+
+AUDITED_AREAS = frozenset({"videos", "masks", "decisions", "selections"})
 
 DECISION_FILTERS = ("All", "Approved", "Rejected", "Undecided")
 BUSY_MESSAGE = "A job is running: decisions and selection are paused until it finishes."
@@ -65,7 +68,6 @@ class AuditPanel(QWidget):
         self._table_token = 0
         self._curve_token = 0
         self._own_write = False
-        self._marks: dict | None = None   # the store's change marks when last read
         self._refresh_when_shown = False
         # "Computing purity" is drawn only when the curve takes a while (usually it is cached):
         # each full draw of the plot holds the GUI thread for 20-70 ms.
@@ -82,7 +84,7 @@ class AuditPanel(QWidget):
         self._curve_timer.setInterval(CURVE_REFRESH_MS)
         self._curve_timer.timeout.connect(self.refresh_decisions_curve)
         context.project_changed.connect(self._project_changed)
-        context.data_changed.connect(self._data_changed)
+        context.changed.connect(self._store_changed)
         context.busy_changed.connect(self._busy_changed)
         self.undo_stack.canUndoChanged.connect(lambda _: self._update_enabled())
         self.undo_stack.canRedoChanged.connect(lambda _: self._update_enabled())
@@ -300,7 +302,6 @@ class AuditPanel(QWidget):
         self.delegate.clear()
         self.close_large_view()
         project = self.context.project
-        self._marks = project.change_marks() if project is not None else None
         self.producer_combo.blockSignals(True)
         self.producer_combo.clear()
         if project is not None:
@@ -356,23 +357,21 @@ class AuditPanel(QWidget):
         super().showEvent(event)
         if self._refresh_when_shown:
             self._refresh_when_shown = False
-            self._data_changed()
+            self._store_changed(StoreChange(AUDITED_AREAS))
 
     def _show_computing(self) -> None:
         if self.curve is None and self.producer_id is not None:
             self.plot.set_curve(None, "Computing purity …")
 
-    def _data_changed(self) -> None:
-        """A job (or another panel) wrote to the store: re-read what we show, if it changed (a
-        training job does not touch masks: re-reading them would only compete with the window)."""
-        if self.context.project is None:
+    def _store_changed(self, change: StoreChange) -> None:
+        """A job (or another panel) wrote to the store: re-read what we show if it changed (a
+        training job does not touch masks: re-reading them would only compete with the window),
+        once the job has ended. Our own writes are already on screen."""
+        if (self.context.project is None or change.live or not change.touches(AUDITED_AREAS)
+                or self._own_write):
             return
-        if not self.isVisible() and not self._own_write:
+        if not self.isVisible():
             self._refresh_when_shown = True   # one re-read when shown, not one per job meanwhile
-            return
-        marks = self.context.project.change_marks()
-        unchanged, self._marks = marks == self._marks, marks
-        if self._own_write or unchanged:
             return
         known = {self.producer_combo.itemData(i) for i in range(self.producer_combo.count())}
         producers = {p.id for p in self.context.project.producers()

@@ -18,9 +18,7 @@ virtualised: thumbnails are made on demand by a background loader (app.widgets.t
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QGridLayou
                                QHeaderView, QLabel, QSizePolicy, QStyledItemDelegate, QTableView,
                                QToolButton, QVBoxLayout, QWidget)
 
+from app.context import StoreChange
 from app.gc_policy import freeze_after_import
 from app.style import MUTED, THUMB
 from app.widgets.thumbnails import (CellRole, PayloadRole, ThumbnailCache, ThumbnailDelegate,
@@ -52,7 +51,7 @@ from ussl_core.store.model_files import model_generations
 BATCH = 16                 # frames per background batch
 KEPT_RESULTS = 4           # (teacher, generation) result sets kept in memory
 KEPT_PREDICTORS = 2        # generations whose models stay loaded
-BROWSED_TABLES = ("videos", "shots", "frames", "producers", "masks")   # what the rows show
+BROWSED_AREAS = frozenset({"videos", "masks", "models"})   # what the rows show
 PICKED = QColor("#e08a00")
 NO_MODELS_HINT = ("No trained students yet: the students' masks, Multi-Net and MultiSelect-Net "
                   "appear here after training (train students, and an EvalSeg-Net for "
@@ -523,14 +522,13 @@ class BrowserPanel(QWidget):
         self._warning = ""
         self._state_loading = False
         self._state_dirty = False
-        self._signature: tuple | None = None   # the store and models when the state was read
         self._refresh_when_shown = False
         self._token = 0                     # bumped when another project opens
         self.cache = ThumbnailCache(3000)
         self.loader = ThumbnailLoader(make_renderer(), parent=self)
         self._build()
         context.project_changed.connect(self._project_changed)
-        context.data_changed.connect(self._data_changed)
+        context.changed.connect(self._store_changed)
         self._project_changed()
 
     # ------------------------------------------------------------------ layout
@@ -745,39 +743,25 @@ class BrowserPanel(QWidget):
         self.status_label.setText("" if self.context.project else "No project")
         self.request_state()
 
-    def _data_changed(self) -> None:
-        """A job or a panel wrote the store: re-read only when frames, masks or models changed
-        (an applied selection or a decision changes nothing shown here, and the re-read would
-        compete with the window for the GIL just as the next job starts)."""
+    def _store_changed(self, change: StoreChange) -> None:
+        """A job or a panel wrote the store: re-read, once the job has ended, only when frames,
+        masks or models changed (an applied selection or a decision changes nothing shown here,
+        and the re-read would compete with the window for the GIL just as the next job starts)."""
+        if change.live or not change.touches(BROWSED_AREAS):
+            return
         if not self.isVisible():
             self._refresh_when_shown = True   # one re-read when shown, not one per job meanwhile
             return
-        signature = self._store_signature()
-        if signature != self._signature or self.state is None:
-            self.request_state(signature)
+        self.request_state()
 
-    def _store_signature(self) -> tuple | None:
-        project = self.context.project
-        if project is None:
-            return None
-        marks = project.change_marks()
-        files = []
-        with contextlib.suppress(FileNotFoundError), os.scandir(project.root / "models") as entries:
-            for entry in entries:
-                with contextlib.suppress(FileNotFoundError):   # a job's temporary file, gone
-                    files.append((entry.name, entry.stat().st_mtime_ns))
-        return tuple(marks[table] for table in BROWSED_TABLES), tuple(sorted(files))
-
-    def request_state(self, signature: tuple | None = None) -> None:
-        """Re-read the rows' catalog facts and the models folder in a thread (coalesced);
-        `signature`, when the caller has just taken it, is that of the store read now."""
+    def request_state(self) -> None:
+        """Re-read the rows' catalog facts and the models folder in a thread (coalesced)."""
         if self.context.project is None:
             return
         if self._state_loading:
             self._state_dirty = True
             return
         self._state_loading, self._state_dirty = True, False
-        self._signature = signature or self._store_signature()
         root, teacher, token = self.context.root, self.teacher_combo.currentData(), self._token
         self.context.run_light(never_raising(lambda cancel: read_state(root, teacher), "state", "browse"),
                                lambda event: is_alive(self) and self._state_read(token, event))
@@ -1049,5 +1033,5 @@ class BrowserPanel(QWidget):
         super().showEvent(event)
         if self._refresh_when_shown:
             self._refresh_when_shown = False
-            self._data_changed()
+            self.request_state()
         self._schedule()

@@ -78,7 +78,7 @@ class GenerationsPanel(QWidget):
         self.remove_source_button.clicked.connect(self._remove_source)
         self.cancel_button.clicked.connect(self.context.cancel_job)
         context.project_changed.connect(self.refresh)
-        context.data_changed.connect(self.refresh)
+        context.changed.connect(lambda change: change.live or self.refresh())   # at a job's end
         context.busy_changed.connect(self._update_actions)
         context.job_progress.connect(self._job_progress)
         context.job_finished.connect(self._job_finished)

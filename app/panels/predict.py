@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QListWidgetItem, QPushButton, QScrollArea, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
 
+from app.context import StoreChange
 from app.gc_policy import freeze_after_import
 from app.style import MUTED, THUMB, WARNING
 from app.widgets.drops import dropped_paths
@@ -364,7 +365,7 @@ class PredictPanel(QWidget):
         self._build()
         self._models_stale = False
         context.project_changed.connect(self._project_changed)
-        context.data_changed.connect(self.reload_models)
+        context.changed.connect(self._store_changed)
         self._project_changed()
 
     # ------------------------------------------------------------------ layout
@@ -504,6 +505,10 @@ class PredictPanel(QWidget):
     def _project_changed(self) -> None:
         self._set_models(LOADING, None, "", None)   # another project (or none): its models, from scratch
         self.reload_models()
+
+    def _store_changed(self, change: StoreChange) -> None:
+        if not change.live and change.touches({"models"}):
+            self.reload_models()
 
     def reload_models(self) -> None:
         """(Re)load the project's latest generation in a thread, when its model files changed;

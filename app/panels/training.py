@@ -233,7 +233,7 @@ class TrainingPanel(QWidget):
         for box in self.model_boxes.values():
             box.toggled.connect(self._update_actions)
         context.project_changed.connect(self.refresh)
-        context.data_changed.connect(self.refresh)
+        context.changed.connect(lambda change: change.live or self.refresh())   # at a job's end
         context.busy_changed.connect(self._update_actions)
         context.job_progress.connect(self._job_progress)
         context.job_finished.connect(self._job_finished)

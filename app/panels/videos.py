@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QSpinBox, QSplitter, QStyle, QTableView, QToolButton, QVBoxLayout,
                                QWidget)
 
+from app.context import StoreChange
 from app.style import BUSY_TIP, NO_PROJECT_TIP
 from app.widgets.drops import dropped_paths
 from app.widgets.job_progress import EtaEstimator, eta_text, format_duration
@@ -44,7 +45,6 @@ CHUNK = 8                   # frames decoded per background read
 PREFETCH = 12               # frames ahead of the shown one kept ready (playback, scrubbing)
 CACHE_FRAMES = 64
 PLAY_INTERVAL_MS = 100      # ~10 frames/s
-REFRESH_THROTTLE_MS = 1000  # while a job writes: re-read the catalog at most once a second
 
 
 # ----------------------------------------------------------------------------- reading (threads)
@@ -329,16 +329,12 @@ class VideosPanel(QWidget):
         self.form: SettingsForm | None = None
 
         self._build()
-        self._throttle = QTimer(self)
-        self._throttle.setSingleShot(True)
-        self._throttle.timeout.connect(self._throttled_refresh)
-        self._last_refresh = 0.0
         self._player = QTimer(self)
         self._player.setInterval(PLAY_INTERVAL_MS)
         self._player.timeout.connect(self._play_tick)
 
         context.project_changed.connect(self._project_changed)
-        context.data_changed.connect(self.request_state)
+        context.changed.connect(self._store_changed)
         context.busy_changed.connect(self._update_actions)
         context.job_progress.connect(self._job_progress)
         context.job_finished.connect(self._job_finished)
@@ -950,8 +946,6 @@ class VideosPanel(QWidget):
         self.context.cancel_job()
 
     def _job_progress(self, event: Progress) -> None:
-        if event.stage in ("teacher", "add", "frames"):
-            self._schedule_refresh()   # show results as they land, at most once a second
         if self._job_kind is None:
             return
         now = time.monotonic()
@@ -964,18 +958,11 @@ class VideosPanel(QWidget):
         self.status_label.setText(event.message + (f"  \u00b7  {fps:.1f} frames/s" if fps else ""))
         self.eta_label.setText(eta_text(self._eta, event.done, event.total, now))
 
-    def _schedule_refresh(self) -> None:
-        if self._throttle.isActive():
-            return
-        wait_ms = REFRESH_THROTTLE_MS - (time.monotonic() - self._last_refresh) * 1000
-        if wait_ms <= 0:
-            self._throttled_refresh()
-        else:
-            self._throttle.start(int(wait_ms))
-
-    def _throttled_refresh(self) -> None:
-        self._last_refresh = time.monotonic()
-        self.request_state()
+    def _store_changed(self, change: StoreChange) -> None:
+        """Re-read the rows when a job or a panel wrote the store; while a job runs, as its
+        videos and masks land (the context looks at most once a second)."""
+        if not change.live or change.touches({"videos", "masks"}):
+            self.request_state()
 
     def _job_finished(self, kind: str, outcome: str) -> None:
         # What was on screen may have been rewritten (a teacher run with replace).
@@ -985,7 +972,6 @@ class VideosPanel(QWidget):
             return
         elapsed = format_duration(time.monotonic() - self._job_started)
         self._job_kind = None
-        self._throttle.stop()
         self.progress_row.hide()
         self.status_label.setText({
             "done": f"{kind}: done in {elapsed}",

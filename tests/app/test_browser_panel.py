@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
-from app.context import ProjectContext  # noqa: E402
+from app.context import ProjectContext, StoreChange  # noqa: E402
 from app.panels.browser import NO_MODELS_HINT, BrowserPanel  # noqa: E402
 from app.widgets.thumbnails import CellRole  # noqa: E402
 from tests.conftest import make_davis  # noqa: E402
@@ -285,7 +285,7 @@ def test_without_models_rows_show_teacher_and_ground_truth_with_a_hint(qtbot, pl
 
 
 def test_a_job_writing_the_store_keeps_the_scroll_position_and_the_current_row(qtbot, plain_panel):
-    """data_changed (any job's end) re-reads the state and rebuilds the table: the researcher's
+    """A settled change of models (a job's end) re-reads the state and rebuilds the table: the researcher's
     place in it (scrolled far down, a row selected) must survive."""
     panel = plain_panel
     panel.resize(1300, 300)
@@ -300,11 +300,8 @@ def test_a_job_writing_the_store_keeps_the_scroll_position_and_the_current_row(q
     top_frame = panel.model.frame_at(panel.table.rowAt(0)).frame_id
     loads = []
     panel.state_loaded.connect(lambda: loads.append(True))
-    (panel.context.root / "models").mkdir(exist_ok=True)
-    (panel.context.root / "models" / "notes.txt").write_text("a change the panel re-reads for")
-    panel.context.data_changed.emit()
+    panel.context.changed.emit(StoreChange(frozenset({"models"})))
     qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
-    (panel.context.root / "models" / "notes.txt").unlink()
     assert bar.value() == target
     assert panel.model.frame_at(panel.table.rowAt(0)).frame_id == top_frame
     assert panel.model.frame_at(panel.table.currentIndex().row()).frame_id == current_frame
@@ -333,21 +330,21 @@ def test_a_write_that_changes_nothing_shown_is_not_re_read(qtbot, counted_panel)
         producer = project.default_producer()
         frames = [m.frame_id for m in project.masks(producer.id)][:5]
         project.save_selection(producer.id, "top_percent", 10.0, False, frames, 0, 0)
-    panel.context.data_changed.emit()
+    assert panel.context.notice_changes().areas == {"selections"}
+    panel.context.changed.emit(StoreChange(frozenset({"masks"}), live=True))   # a job still runs
     qtbot.wait(500)
     assert loads == []
     with Project.open(root, write=True) as project:   # the teacher runs again: new masks
         for _ in run_teacher(project, workers=1, replace=True):
             pass
-    panel.context.data_changed.emit()
+    assert "masks" in panel.context.notice_changes().areas
     qtbot.waitUntil(lambda: bool(loads), timeout=WAIT_MS)
 
 
 def test_a_hidden_panel_re_reads_when_shown(qtbot, counted_panel):
     root, panel, loads = counted_panel
     panel.hide()
-    (root / "models" / "notes.txt").write_text("a change")
-    panel.context.data_changed.emit()
+    panel.context.changed.emit(StoreChange(frozenset({"videos"})))
     qtbot.wait(500)
     assert loads == []
     panel.show()

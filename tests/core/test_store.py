@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import run_ussl, stderr_lines
 from ussl_core.errors import ProjectError, ProjectLockedError
-from ussl_core.store import Project, lock_holder
+from ussl_core.store import AREAS, Project, changed_areas, lock_holder
 from ussl_core.store import catalog
 from ussl_core.store.shards import commit_shard, write_shard
 
@@ -313,33 +313,33 @@ def test_decisions_approve_reject_clear_undo_redo(project, tmp_path):
         project.set_decision(f1, pid, "maybe")
 
 
-def test_change_marks_move_with_every_change_a_view_shows_and_only_then(project, tmp_path):
+def test_revisions_name_exactly_the_areas_each_change_touches(project, tmp_path):
     add_fake_video(project, tmp_path / "data", n=5)
     f1, f2 = [f.id for f in project.frames()[:2]]
     pid = project.ensure_producer("t", "teacher", 1)
-    seen = [project.change_marks()]
+    seen = [project.revisions()]
 
-    def changed() -> bool:
-        marks = project.change_marks()
-        moved = marks != seen[-1]
-        seen.append(marks)
-        return moved
+    def changed() -> frozenset[str]:
+        now = project.revisions()
+        areas = changed_areas(seen[-1], now)
+        seen.append(now)
+        return areas
 
     with project.job("train", {}):            # a job that writes only its own record
         pass
     project.set_meta("generation", "1")
-    assert not changed()
+    assert changed() == set()
     project.set_decision(f1, pid, "approve")
-    assert changed()
+    assert changed() == {"decisions"}
     project.undo_decision()                   # a flag set in place
-    assert changed()
+    assert changed() == {"decisions"}
     project.redo_decision()
-    assert changed()
+    assert changed() == {"decisions"}
     project.save_selection(pid, "top_percent", 10.0, False, [f1], 0, 0)
-    assert changed()
+    assert changed() == {"selections"}
     add_fake_video(project, tmp_path / "data", name="second", n=3, shots=((0, 3),))
-    assert changed()
-    assert not changed()
+    assert changed() == {"videos"}
+    assert changed() == set()
     # Masks written again after their producer was deleted reuse the same row ids.
     shot = project.shots()[0]
     n = len(project.frames(shot_id=shot.id))
@@ -352,13 +352,18 @@ def test_change_marks_move_with_every_change_a_view_shows_and_only_then(project,
         project.commit_shot_masks(producer, shot, final, [0.5] * n)
 
     write_masks()
-    assert changed()
+    assert changed() == {"masks"}
     project.delete_producer("m")
-    assert changed()
+    assert "masks" in changed()
     write_masks()
-    assert changed()
+    assert changed() == {"masks"}
     project.set_frames_shard(shot, tmp_path / "frames.h5")   # a shot's row changed in place
-    assert changed()
+    assert changed() == {"videos"}
+    models = project.root / "models"
+    models.mkdir(exist_ok=True)
+    (models / "g1_lowres_compact.json").write_text("{}")
+    assert changed() == {"models"}
+    assert changed_areas(None, seen[-1]) == set(AREAS)
 
 
 def test_invalid_batch_of_decisions_changes_nothing(project, tmp_path):

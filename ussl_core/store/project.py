@@ -42,7 +42,7 @@ def now() -> str:
 
 
 def _count_change(c, table: str) -> None:
-    """Bump a table's revision (see change_marks), for writes its row counts and ids miss."""
+    """Bump a table's revision (see Project.revisions), for writes its row counts and ids miss."""
     c.execute("INSERT INTO meta(key, value) VALUES(?, '1') ON CONFLICT(key) "
               "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (f"{table}_revision",))
 
@@ -126,6 +126,16 @@ def _check_catalog(conn, path: Path) -> None:
     if version == 0:
         raise ProjectError(f"{path}: the catalog is empty or not a ussl catalog; nothing was changed. "
                            "Restore it from a backup (the frames and masks under arrays/ are untouched)")
+
+AREAS = ("videos", "masks", "decisions", "selections", "models")
+
+
+def changed_areas(before: dict[str, tuple] | None, after: dict[str, tuple] | None) -> frozenset[str]:
+    """The areas whose revisions differ (all of them when either side is unknown)."""
+    if before is None or after is None:
+        return frozenset(AREAS)
+    return frozenset(area for area in AREAS if before.get(area) != after.get(area))
+
 
 class Project:
     def __init__(self, root: Path, conn, lock: ProjectLock | None) -> None:
@@ -418,21 +428,27 @@ class Project:
             args.append(video_id)
         return [Mask(*r) for r in self.conn.execute(sql + " ORDER BY f.video_id, f.idx", args)]
 
-    def change_marks(self) -> dict[str, tuple]:
-        """A cheap fingerprint of the catalog's contents, per table a view shows: row count and
-        largest row id. Rows are only inserted and deleted, except for what is added here:
+    def revisions(self) -> dict[str, tuple]:
+        """What each area of the project (AREAS) looks like now, cheaply: equal values mean
+        nothing in that area changed. Catalog rows are only inserted and deleted, so a table's
+        row count and largest row id move with every change, except for what is added here:
         undone decisions, the active selection, and a revision counted by every write of masks
-        (a teacher re-run deletes its producer and writes the masks again under reused row
-        ids) and of a shot's stored frames. Equal marks mean the same rows."""
+        (a teacher re-run deletes its producer and writes the masks again under reused row ids)
+        and of a shot's stored frames. Models: their files' names, sizes and times."""
         query = self.conn.execute
-        marks = {table: tuple(query(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone())
-                 for table in ("videos", "shots", "frames", "producers", "masks", "decisions",
-                               "selections")}
-        for table in ("masks", "shots"):
-            marks[table] += (self.meta(f"{table}_revision", "0"),)
-        marks["decisions"] += (query("SELECT COUNT(*) FROM decisions WHERE undone=1").fetchone()[0],)
-        marks["selections"] += (query("SELECT MAX(id) FROM selections WHERE active=1").fetchone()[0],)
-        return marks
+
+        def rows(table: str) -> tuple:
+            return tuple(query(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone())
+
+        return {
+            "videos": (rows("videos"), rows("shots"), rows("frames"), self.meta("shots_revision", "0")),
+            "masks": (rows("producers"), rows("masks"), self.meta("masks_revision", "0")),
+            "decisions": (rows("decisions"),
+                          query("SELECT COUNT(*) FROM decisions WHERE undone=1").fetchone()[0]),
+            "selections": (rows("selections"),
+                           query("SELECT MAX(id) FROM selections WHERE active=1").fetchone()[0]),
+            "models": model_files.revision(self.root),
+        }
 
     def mask_count(self, producer_id: int) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM masks WHERE producer_id=?",
