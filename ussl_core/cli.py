@@ -17,6 +17,7 @@ from pathlib import Path
 from ussl_core import __version__
 from ussl_core.errors import SettingsError, UsslError, describe_os_error
 from ussl_core.progress import Cancelled, Progress
+from ussl_core.settings import field_help
 from ussl_core.store.catalog import CatalogError
 
 EXIT_ERROR = 2
@@ -401,6 +402,14 @@ def cmd_next_generation(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's refusals in the one-line form of every other error, with where help is
+    (argparse's own prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def at_least_one(text: str) -> int:
     """An argparse type: a whole number of at least 1 (workers, frames)."""
     try:
@@ -419,7 +428,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_type, defaults=
     for item in dataclasses.fields(settings_type):
         default = getattr(defaults, item.name)
         flag = "--" + item.name.replace("_", "-")
-        help_ = f"{item.metadata.get('help', '')} (default {default})".strip()
+        help_ = f"{field_help(item)}; default {default}".strip("; ").replace("%", "%%")
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
@@ -471,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ussl_core.selection import SelectionSettings
     from ussl_core.teacher import TEACHERS
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ussl", description="Unsupervised learning of foreground segmentation from video "
                                  "(Croitoru, Bogolin & Leordeanu, IJCV 2019).")
     parser.add_argument("--version", action="version", version=f"ussl {__version__}")

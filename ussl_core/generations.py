@@ -19,7 +19,9 @@ from ussl_core.errors import ProjectError, SettingsError
 from ussl_core.store.model_files import generation_models, trained_cards
 from ussl_core.ingest import SourceSpec, add_sources
 from ussl_core.progress import CancelToken, Progress
-from ussl_core.selection import DEFAULT_TOP_PERCENT, check_score_threshold, kept_by_score
+from ussl_core.selection import (DEFAULT_TOP_PERCENT, THRESHOLD_RANGE, TOP_PERCENT_RANGE, kept_by_score,
+                                 settle_keep_rule)
+from ussl_core.settings import option
 from ussl_core.store import Project
 from ussl_core.store.shards import commit_shard, write_shard
 from ussl_core.teacher.runner import store_frames
@@ -29,22 +31,18 @@ from ussl_core.teacher.runner import store_frames
 class GenerationSettings:
     # Kept like generation 1's masks (SelectionSettings' defaults): the best 20 % of each video's
     # candidates by EvalSeg-Net score, at most 20 of one video. The paper keeps scores above 0.8.
-    threshold: float | None = None    # EvalSeg-Net score a candidate must exceed
-    top_percent: float | None = None  # or the best candidates (DEFAULT_TOP_PERCENT if neither given)
-    per_video: bool = True            # the top percent of each video's candidates
-    max_per_video: int | None = 20    # and at most this many candidates of one video (best first)
-    batch: int = 32
+    threshold: float | None = option(None, "EvalSeg-Net score a candidate must exceed",
+                                     **THRESHOLD_RANGE)
+    top_percent: float | None = option(None, "or the best P percent of the candidates (the "
+                                             f"default rule: {DEFAULT_TOP_PERCENT:g} %)",
+                                       **TOP_PERCENT_RANGE)
+    per_video: bool = option(True, "the top percent of each video's candidates on its own")
+    max_per_video: int | None = option(20, "and at most this many candidates of one video, the "
+                                           "best first (none: no cap)", low=1)
+    batch: int = option(32, "candidates scored at once", low=1)
 
     def __post_init__(self) -> None:
-        if self.threshold is None and self.top_percent is None:
-            object.__setattr__(self, "top_percent", DEFAULT_TOP_PERCENT)
-        elif self.threshold is not None and self.top_percent is not None:
-            raise SettingsError("give one of threshold and top_percent, not both")
-        if self.max_per_video is not None and self.max_per_video < 1:
-            raise SettingsError(f"max per video must be at least 1, not {self.max_per_video}")
-        if self.top_percent is not None and not 0 < self.top_percent <= 100:
-            raise SettingsError(f"top percent must be in (0, 100], not {self.top_percent}")
-        check_score_threshold(self.threshold)
+        settle_keep_rule(self)
 
 
 def current_generation(project: Project) -> int:

@@ -22,7 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ussl_core.errors import MediaError, SettingsError
+from ussl_core.errors import MediaError
+from ussl_core.settings import check, option
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -432,18 +433,15 @@ def open_source(path: PathLike) -> MediaSource:
 
 @dataclass(frozen=True)
 class ShotSettings:
-    max_shot_length: int = 300  # frames; longer runs are split into equal-ish pieces <= this
-    cut_threshold: float = 0.5  # histogram distance above which a scene cut is declared
-    min_shot_length: int = 5  # a cut closer than this to the previous one is ignored
-    scan_size: int = 64  # frames are compared at this small size
+    max_shot_length: int = option(300, "frames; longer runs are split into equal-ish pieces of "
+                                       "at most this", low=1)
+    cut_threshold: float = option(0.5, "colour-histogram (Bhattacharyya) distance above which a "
+                                       "scene cut is declared", low=0, high=1)
+    min_shot_length: int = option(5, "a cut closer than this to the previous one is ignored", low=1)
+    scan_size: int = option(64, "frames are compared at this small size (pixels)", low=8)
 
     def __post_init__(self) -> None:
-        if self.max_shot_length < 1 or self.min_shot_length < 1:
-            raise SettingsError(f"shot lengths must be at least 1 frame, not {self.max_shot_length}")
-        if not 0.0 <= self.cut_threshold <= 1.0:
-            raise SettingsError("cut_threshold is a Bhattacharyya distance in [0, 1]")
-        if self.scan_size < 8:
-            raise SettingsError("scan_size must be at least 8 pixels")
+        check(self)
 
 
 # Hue, saturation, value bins. Value is included so that cuts between grey scenes of

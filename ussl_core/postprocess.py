@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ussl_core.settings import check, option
+
 Box = tuple[int, int, int, int]
 
 _MODES = ("largest", "all")
@@ -31,15 +33,13 @@ class BoxSettings:
     min_area: components with fewer pixels than this are ignored.
     """
 
-    threshold: float = 0.5
-    mode: str = "largest"
-    min_area: int = 1
+    threshold: float = option(0.5, "a pixel is foreground above this soft value", low=0, high=1)
+    mode: str = option("largest", "largest: the box of the largest component; all: every "
+                                  "component's", choices=_MODES)
+    min_area: int = option(1, "components with fewer pixels are ignored", low=1)
 
     def __post_init__(self) -> None:
-        if self.mode not in _MODES:
-            raise ValueError(f"BoxSettings.mode must be one of {_MODES}, got {self.mode!r}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"BoxSettings.threshold must be in [0, 1], got {self.threshold}")
+        check(self)
 
 
 def _squeeze_2d(mask: np.ndarray, what: str) -> np.ndarray:

@@ -12,11 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ussl_core.errors import MediaError, SettingsError, UsslError
+from ussl_core.errors import MediaError, UsslError
 from ussl_core.export import soft_to_uint8, write_png
 from ussl_core.media import is_image_file, is_video_file, list_image_files, open_source, read_image
 from ussl_core.postprocess import BoxSettings, boxes_from_mask, grabcut_cutout
 from ussl_core.progress import CancelToken, Progress
+from ussl_core.settings import check, option
 
 BATCH = 16
 
@@ -33,13 +34,13 @@ class SegmentSettings:
     flip_average: each student also sees the mirrored image. Boxes are the components of the
     soft mask above `threshold` (the product's own 0.5).
     """
-    method: str = "mean"
-    flip_average: bool = False
-    threshold: float = 0.5
+    method: str = option("mean", "mean, multi, multiselect, or one student's name or architecture")
+    flip_average: bool = option(False, "each student also sees the mirrored image")
+    threshold: float = option(0.5, "a pixel is foreground above this soft value", low=0, high=1,
+                              high_open=True)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.threshold < 1:
-            raise SettingsError(f"threshold must be in [0, 1), not {self.threshold}")
+        check(self)
 
 
 def load_segmenter(model_or_project: Path | None, flip_average: bool = False):

@@ -16,35 +16,35 @@ import numpy as np
 
 from ussl_core.errors import SettingsError, UsslError
 from ussl_core.purity import n_kept, rank_best_first
+from ussl_core.settings import check, option
 from ussl_core.store import Mask, Project
 
 DECISION_COLUMNS = ["video", "frame", "producer", "decision", "time", "reason"]
 
 
 DEFAULT_TOP_PERCENT = 20.0
+TOP_PERCENT_RANGE = {"low": 0, "high": 100, "low_open": True}
+# Scores (a teacher's, EvalSeg-Net's) lie in [0, 1]: a threshold outside [0, 1) keeps all masks
+# or none, which is never what was meant.
+THRESHOLD_RANGE = {"low": 0, "high": 1, "high_open": True}
 
 
 @dataclass(frozen=True)
 class SelectionSettings:
     # The defaults are the recipe that won on the development data (docs/recipe.md): the top 20 %
     # of each video, at most 20 masks of one video. The paper keeps the top 10 % over all masks.
-    top_percent: float | None = None   # DEFAULT_TOP_PERCENT if neither this nor threshold is given
-    threshold: float | None = None     # or every mask whose score is above this
-    per_video: bool = True             # the top percent of each video's masks on its own
-    # At most this many masks of one video, the best first (None: no cap). With a global top
-    # percent, the places a long video would take go to the next best masks of other videos.
-    max_per_video: int | None = 20
+    top_percent: float | None = option(None, "keep the best P percent of the masks (the default "
+                                             f"rule: {DEFAULT_TOP_PERCENT:g} %)", **TOP_PERCENT_RANGE)
+    threshold: float | None = option(None, "or every mask whose score is above this",
+                                     **THRESHOLD_RANGE)
+    per_video: bool = option(True, "the top percent of each video's masks on its own")
+    # With a global top percent, the places a long video would take go to the next best masks
+    # of other videos.
+    max_per_video: int | None = option(20, "at most this many masks of one video, the best first "
+                                           "(none: no cap)", low=1)
 
     def __post_init__(self) -> None:
-        if self.top_percent is None and self.threshold is None:
-            object.__setattr__(self, "top_percent", DEFAULT_TOP_PERCENT)
-        elif self.top_percent is not None and self.threshold is not None:
-            raise SettingsError("give one of top_percent and threshold, not both")
-        if self.top_percent is not None and not 0 < self.top_percent <= 100:
-            raise SettingsError(f"top percent must be in (0, 100], not {self.top_percent}")
-        check_score_threshold(self.threshold)
-        if self.max_per_video is not None and self.max_per_video < 1:
-            raise SettingsError(f"max per video must be at least 1, not {self.max_per_video}")
+        settle_keep_rule(self)
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,14 @@ class SelectionResult:
     n_rejected_removed: int
 
 
-def check_score_threshold(threshold: float | None) -> None:
-    """Scores (a teacher's, EvalSeg-Net's) lie in [0, 1]: a threshold outside [0, 1) keeps all
-    masks or none, which is never what was meant."""
-    if threshold is not None and not 0 <= threshold < 1:   # also refuses nan
-        raise SettingsError(f"threshold must be in [0, 1), not {threshold}")
+def settle_keep_rule(rule) -> None:
+    """The checks of a keep rule (SelectionSettings, GenerationSettings): one of top percent and
+    threshold (the default top percent when neither is given), each in its range."""
+    if rule.top_percent is None and rule.threshold is None:
+        object.__setattr__(rule, "top_percent", DEFAULT_TOP_PERCENT)
+    elif rule.top_percent is not None and rule.threshold is not None:
+        raise SettingsError("give one of top_percent and threshold, not both")
+    check(rule)
 
 
 def chosen_by_score(masks: list[Mask], settings: SelectionSettings) -> set[int]:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ussl_core.errors import ProjectError, SettingsError, UsslError
-from ussl_core.progress import CancelToken, Cancelled, Progress
+from ussl_core.progress import CancelToken, Progress
+from ussl_core.settings import check, option
 from ussl_core.store import Project
 from ussl_core.store.model_files import default_model_name, model_paths, write_card
 
@@ -32,57 +33,43 @@ from ussl_core.store.model_files import default_model_name, model_paths, write_c
 LOSSES = ("mse", "bce")
 
 
-def _option(default, help_: str, choices: tuple | None = None):
-    """A settings field with the help text (and choices) that the CLI flags and GUI forms show."""
-    return field(default=default, metadata={"help": help_, "choices": choices})
-
-
 @dataclass(frozen=True)
 class TrainingSettings:
-    epochs: int = _option(30, "passes over the selected pairs")
-    batch_size: int = _option(8, "pairs per training step")
-    learning_rate: float = _option(1e-3, "Adam's learning rate (the paper's 1e-3)")
+    epochs: int = option(30, "passes over the selected pairs", low=1)
+    batch_size: int = option(8, "pairs per training step", low=1)
+    learning_rate: float = option(1e-3, "Adam's learning rate (the paper's 1e-3)", low=0, high=1,
+                                  low_open=True, high_open=True)
     # Random crops (the paper: 80 % of the image, scaled back up). Each crop's area share is
     # drawn between min_crop_fraction and crop_fraction, its aspect ratio log-uniformly within
     # 1 / (1 + aspect_jitter) .. 1 + aspect_jitter of the frame's.
-    crop_fraction: float = _option(0.8, "largest share of the image area a random crop covers")
-    min_crop_fraction: float = _option(0.8, "smallest share of the image area a random crop covers")
-    aspect_jitter: float = _option(0.0, "crops' aspect ratio varies by up to this factor (0: the frame's)")
-    flip: bool = _option(True, "mirror half of the crops left to right")
+    crop_fraction: float = option(0.8, "largest share of the image area a random crop covers",
+                                  low=0.1, high=1)
+    min_crop_fraction: float = option(0.8, "smallest share of the image area a random crop covers "
+                                           "(at most the crop fraction)", low=0.1, high=1)
+    aspect_jitter: float = option(0.0, "crops' aspect ratio varies by up to this factor (0: the "
+                                       "frame's)", low=0, high=1)
+    flip: bool = option(True, "mirror half of the crops left to right")
     # Photometric augmentation, for the gap between video frames and photographs.
-    colour_jitter: float = _option(0.0, "brightness, contrast and saturation change by up to this "
-                                        "share, hue by a tenth of it")
-    blur_probability: float = _option(0.0, "share of the images blurred (Gaussian, sigma 0.3-1.5 pixels)")
-    grey_probability: float = _option(0.0, "share of the images turned grey")
-    loss: str = _option("mse", "mse: L2 regression of the soft masks (the paper's); bce: binary "
-                               "cross-entropy of the soft masks on the output as a logit", LOSSES)
-    validation_share: float = _option(0.15, "share of the videos held out for validation (and calibration)")
-    seed: int = _option(0, "random seed of initialisation, split and augmentation")
-    tensorboard: bool = _option(False, "also log to PROJECT/logs/tensorboard")
+    colour_jitter: float = option(0.0, "brightness, contrast and saturation change by up to this "
+                                       "share, hue by a tenth of it", low=0, high=1)
+    blur_probability: float = option(0.0, "share of the images blurred (Gaussian, sigma 0.3-1.5 "
+                                          "pixels)", low=0, high=1)
+    grey_probability: float = option(0.0, "share of the images turned grey", low=0, high=1)
+    loss: str = option("mse", "mse: L2 regression of the soft masks (the paper's); bce: binary "
+                              "cross-entropy of the soft masks on the output as a logit", choices=LOSSES)
+    validation_share: float = option(0.15, "share of the videos held out for validation (and "
+                                           "calibration)", low=0, high=1, high_open=True)
+    seed: int = option(0, "random seed of initialisation, split and augmentation", low=0)
+    tensorboard: bool = option(False, "also log to PROJECT/logs/tensorboard")
     # Collapse: the predictions' spread below this share of the targets' spread, two epochs running.
-    collapse_ratio: float = _option(0.05, "warn of a collapse when the predictions' spread falls "
-                                          "below this share of the targets'")
+    collapse_ratio: float = option(0.05, "warn of a collapse when the predictions' spread falls "
+                                         "below this share of the targets'", low=0, high=1)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise SettingsError("epochs and batch size must be at least 1")
-        if not 0 < self.learning_rate < 1:
-            raise SettingsError(f"learning rate must be in (0, 1), not {self.learning_rate}")
-        if not 0.1 <= self.crop_fraction <= 1:
-            raise SettingsError("crop fraction must be in [0.1, 1]")
-        if not 0.1 <= self.min_crop_fraction <= self.crop_fraction:
-            raise SettingsError("min crop fraction must be in [0.1, crop fraction]")
-        if not 0 <= self.aspect_jitter <= 1:
-            raise SettingsError("aspect jitter must be in [0, 1]")
-        if not 0 <= self.colour_jitter <= 1:
-            raise SettingsError("colour jitter must be in [0, 1]")
-        for name in ("blur_probability", "grey_probability"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise SettingsError(f"{name.replace('_', ' ')} must be in [0, 1]")
-        if not 0 <= self.validation_share < 1:
-            raise SettingsError("validation share must be in [0, 1)")
-        if self.loss not in LOSSES:
-            raise SettingsError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        check(self)
+        if self.min_crop_fraction > self.crop_fraction:
+            raise SettingsError(f"min_crop_fraction must be at most crop_fraction ({self.crop_fraction:g}), "
+                                f"not {self.min_crop_fraction:g}")
 
 
 @dataclass

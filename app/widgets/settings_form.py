@@ -20,6 +20,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QDoubleSpinBox, QGridLayout, QLabel,
                                QLineEdit, QSizePolicy, QSpinBox, QWidget)
 
+from ussl_core.settings import Range, field_help, field_range
+
 DECIMALS = 4
 INT_LIMIT = 10**9
 FLOAT_LIMIT = 1e9
@@ -52,6 +54,18 @@ def _default(field: dataclasses.Field) -> object:
     return None
 
 
+def _limits(bounds: Range | None, low: float, high: float, step: float) -> tuple:
+    """An editor's range: the field's declared range (an open end one step inside), else
+    [low, high]."""
+    if bounds is None:
+        return low, high
+    if bounds.low is not None:
+        low = bounds.low + (step if bounds.low_open else 0)
+    if bounds.high is not None:
+        high = bounds.high - (step if bounds.high_open else 0)
+    return (float(low), float(high)) if isinstance(step, float) else (int(low), int(high))
+
+
 class SettingsForm(QWidget):
     """Editors for the fields of a dataclass type, laid out in `columns` label/editor pairs."""
 
@@ -77,8 +91,8 @@ class SettingsForm(QWidget):
         for i, field in enumerate(fields):
             kind = _kind(types.get(field.name, field.type))
             default = _default(field)
-            editor = self._make_editor(kind, default)
-            tip = (tips or {}).get(field.name) or field.metadata.get("help", "")
+            editor = self._make_editor(kind, default, field_range(field))
+            tip = (tips or {}).get(field.name) or field_help(field)
             label = QLabel(field_label(field.name))
             label.setBuddy(editor)
             if tip:
@@ -94,20 +108,20 @@ class SettingsForm(QWidget):
         self.set_values(self._defaults)
 
     # ------------------------------------------------------------------ editors
-    def _make_editor(self, kind: str, default: object) -> QWidget:
+    def _make_editor(self, kind: str, default: object, bounds: Range | None) -> QWidget:
         if kind == "bool":
             editor = QCheckBox()
             editor.toggled.connect(self.changed)
         elif kind == "int":
             editor = QSpinBox()
             low = 0 if isinstance(default, int) and default >= 0 else -INT_LIMIT
-            editor.setRange(low, INT_LIMIT)
+            editor.setRange(*_limits(bounds, low, INT_LIMIT, 1))
             editor.valueChanged.connect(self.changed)
         elif kind == "float":
             editor = QDoubleSpinBox()
             editor.setDecimals(DECIMALS)
             low = 0.0 if isinstance(default, (int, float)) and default >= 0 else -FLOAT_LIMIT
-            editor.setRange(low, FLOAT_LIMIT)
+            editor.setRange(*_limits(bounds, low, FLOAT_LIMIT, 10.0 ** -DECIMALS))
             editor.setStepType(QAbstractSpinBox.AdaptiveDecimalStepType)
             editor.valueChanged.connect(self.changed)
         else:

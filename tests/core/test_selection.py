@@ -341,7 +341,7 @@ def test_thresholds_outside_the_scores_range_are_refused(threshold):
     for settings_type in (SelectionSettings, GenerationSettings):
         with pytest.raises(SettingsError, match="threshold must be in"):
             settings_type(threshold=threshold)
-    with pytest.raises(SettingsError, match="top percent"):
+    with pytest.raises(SettingsError, match=r"top_percent must be in \(0, 100\], not nan"):
         SelectionSettings(top_percent=float("nan"))
 
 

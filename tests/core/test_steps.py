@@ -37,7 +37,7 @@ def test_settings_are_their_dataclasses_validated_up_front():
     for spec, fragment in [({"kind": "nope"}, "unknown step 'nope'"),
                            ({"kind": "train", "archs": ["lowres"], "settings": {"epochs": 0}}, "epoch"),
                            ({"kind": "train", "archs": ["lowres"], "settings": {"colour": 1}}, "colour"),
-                           ({"kind": "select", "rule": {"top_percent": 150}}, "top percent"),
+                           ({"kind": "select", "rule": {"top_percent": 150}}, "top_percent must be in"),
                            ({"kind": "next_generation", "settings": {"threshold": 0.5, "top_percent": 5}},
                             "one of"),
                            ({"kind": "add"}, "sources")]:

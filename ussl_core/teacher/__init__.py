@@ -26,7 +26,7 @@ def make_teacher(name: str, settings: dict | None = None) -> Teacher:
                             f"known: {', '.join(sorted(known))}")
     try:
         return cls(cls.settings_type(**(settings or {})))
-    except TypeError as exc:   # a value of the wrong kind, e.g. "3" for a number
+    except (TypeError, SettingsError) as exc:   # a value out of range or of the wrong kind
         raise SettingsError(f"{name} settings: {exc}") from None
 
 

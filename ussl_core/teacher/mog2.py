@@ -7,20 +7,20 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ussl_core.errors import require
+from ussl_core.settings import check, option
 from ussl_core.teacher.base import Teacher, minmax_per_frame
 
 
 @dataclass(frozen=True)
 class MOG2Settings:
-    var_threshold: float = 16.0
-    learning_passes: int = 1      # passes over the shot that learn the background before masking
-    blur_sigma: float = 3.0       # softens the binary foreground into a soft mask
+    var_threshold: float = option(16.0, "squared distance from the background model that makes "
+                                        "a pixel foreground", low=0, low_open=True)
+    learning_passes: int = option(1, "passes over the shot that learn the background before "
+                                     "masking", low=1)
+    blur_sigma: float = option(3.0, "softens the binary foreground into a soft mask (pixels)", low=0)
 
     def __post_init__(self) -> None:
-        require(self.var_threshold > 0, f"var_threshold must be positive, not {self.var_threshold}")
-        require(self.learning_passes >= 1, f"learning_passes must be at least 1, not {self.learning_passes}")
-        require(self.blur_sigma >= 0, f"blur_sigma must be at least 0, not {self.blur_sigma}")
+        check(self)
 
 
 class MOG2Teacher(Teacher):

@@ -19,37 +19,36 @@ import cv2
 import numpy as np
 
 from ussl_core.errors import require
+from ussl_core.settings import check, option
 from ussl_core.teacher.base import Teacher, centre_prior, minmax_per_frame
 
 
 @dataclass(frozen=True)
 class VideoPCASettings:
-    n_components: int = 3
-    blur_sigma: float = 5.0
-    blur_ksize: int = 15
-    centre_sigma_ratio: float = 1.0 / 3.0   # sigma = min(H, W) * ratio
-    seed_threshold: float = 0.5
-    x_bins: int = 100                        # (S cos H + 1) / 2
-    y_bins: int = 25                         # (S sin H + 1) / 2
-    value_bins: int = 10
-    hysteresis_high: float = 0.8
-    hysteresis_low: float = 0.5
+    n_components: int = option(3, "principal components of the shot's frames that model the "
+                                  "background", low=1)
+    blur_sigma: float = option(5.0, "Gaussian smoothing of the reconstruction error (pixels)", low=0)
+    blur_ksize: int = option(15, "size of that smoothing kernel (an odd number of pixels)", low=1)
+    centre_sigma_ratio: float = option(1.0 / 3.0, "the centre prior's sigma as a share of the "
+                                                  "frame's shorter side", low=0, low_open=True)
+    seed_threshold: float = option(0.5, "soft value above which a pixel seeds the foreground "
+                                        "colour model", low=0, high=1, high_open=True)
+    x_bins: int = option(100, "colour histogram bins along (S cos H + 1) / 2", low=1)
+    y_bins: int = option(25, "colour histogram bins along (S sin H + 1) / 2", low=1)
+    value_bins: int = option(10, "colour histogram bins of brightness", low=1)
+    hysteresis_high: float = option(0.8, "soft value that starts a foreground region", low=0, high=1)
+    hysteresis_low: float = option(0.5, "soft value that continues one (at most the high one)",
+                                   low=0, high=1)
     # True: each histogram normalised to sum 1 before p = Hfg / (Hfg + Hbg) (equal priors), as
     # in the lab's port. False (raw counts) drowns the few seeds: mean IoU 0.007 on davis2016-train.
-    normalise_histograms: bool = True
+    normalise_histograms: bool = option(True, "equal priors of foreground and background colours")
 
     def __post_init__(self) -> None:
-        require(self.n_components >= 1, f"n_components must be at least 1, not {self.n_components}")
-        require(self.blur_sigma >= 0, f"blur_sigma must be at least 0, not {self.blur_sigma}")
-        require(self.blur_ksize >= 1 and self.blur_ksize % 2 == 1,
-                f"blur_ksize must be a positive odd number, not {self.blur_ksize}")
-        require(0 < self.centre_sigma_ratio, f"centre_sigma_ratio must be positive, not {self.centre_sigma_ratio}")
-        require(0 <= self.seed_threshold < 1, f"seed_threshold must be in [0, 1), not {self.seed_threshold}")
-        for name in ("x_bins", "y_bins", "value_bins"):
-            require(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
-        require(0 <= self.hysteresis_low <= self.hysteresis_high <= 1,
-                "hysteresis thresholds must satisfy 0 <= low <= high <= 1, not "
-                f"{self.hysteresis_low} and {self.hysteresis_high}")
+        check(self)
+        require(self.blur_ksize % 2 == 1, f"blur_ksize must be an odd number, not {self.blur_ksize}")
+        require(self.hysteresis_low <= self.hysteresis_high,
+                f"hysteresis_low must be at most hysteresis_high ({self.hysteresis_high:g}), "
+                f"not {self.hysteresis_low:g}")
 
 
 class VideoPCATeacher(Teacher):
