@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -109,8 +110,12 @@ def run_in_project(args: argparse.Namespace, step, quiet: bool = False,
             yield event
 
     with _open(args.project, True, _holder(args)) as project:
+        events = remember(run_step(project, step))
+        # A step refuses what cannot work (no selection, decisions in the way, ...) before its
+        # first event: such a refusal leaves no trace, not even a failed job in the history.
+        first = next(events, None)
         with project.job(step.kind, step_spec(step)) as (_, log):
-            drive(remember(run_step(project, step)), log, quiet)
+            drive(itertools.chain([first] if first else [], events), log, quiet)
     return list(last.values())
 
 

@@ -14,7 +14,7 @@ from ussl_core.purity import read_ground_truth
 def _masks_by_key(folder: Path) -> dict[str, Path]:
     """Image files under `folder` keyed by their relative path without extension."""
     if not folder.is_dir():
-        raise UsslError(f"{folder}: not a folder")
+        raise UsslError(f"{folder}: {'not a folder' if folder.exists() else 'does not exist'}")
     return {str(p.relative_to(folder).with_suffix("")): p for p in folder.rglob("*")
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
 

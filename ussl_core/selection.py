@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ussl_core.errors import SettingsError, UsslError
+from ussl_core.errors import SettingsError, UsslError, describe_os_error
 from ussl_core.purity import n_kept, rank_best_first
 from ussl_core.settings import check, option
 from ussl_core.store import Mask, Project
@@ -169,7 +169,9 @@ def import_decisions(project: Project, path: Path) -> int:
                                     f"clear, not {row['decision']!r}")
                 parsed.append((frame_id, producers[row["producer"]], row["decision"],
                                row.get("reason") or None, row.get("time") or None))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except OSError as exc:
+        raise UsslError(describe_os_error(exc)) from None
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise UsslError(f"{path}: cannot read decisions ({exc})") from None
     project.set_decisions(parsed)
     return len(parsed)
