@@ -59,10 +59,12 @@ class BackgroundCalls(QObject):
                 return
             yield Progress(1, 1, "done", {"value": value})
 
-        worker = self.context.run_light(events)
+        started: list[GeneratorWorker] = []
+        worker = self.context.run_light(
+            events, lambda event: self._deliver(key, serial, event, on_result, on_error),
+            lambda: self._finished(key, started[0]))
+        started.append(worker)
         self._running[key] = worker
-        worker.result.connect(lambda event: self._deliver(key, serial, event, on_result, on_error))
-        worker.finished.connect(lambda: self._finished(key, worker))
         return worker
 
     def running(self, key: str) -> bool:
@@ -94,5 +96,7 @@ class BackgroundCalls(QObject):
         if self._running.get(key) is worker:
             del self._running[key]
         queued = self._queued.pop(key, None)
-        if queued is not None and is_alive(self.owner):
+        # A worker cancelled from outside (the window closing: context.shutdown) starts nothing
+        # more; `cancel` here has already dropped what was queued.
+        if queued is not None and is_alive(self.owner) and not worker.cancel_token.cancelled:
             self.run(key, *queued)

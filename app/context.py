@@ -184,12 +184,16 @@ class ProjectContext(QObject):
         self.job_finished.emit(kind, outcome)
 
     def run_light(self, make_events: Callable[[CancelToken], Iterator[Progress]],
-                  on_result: Callable[[object], None] | None = None) -> GeneratorWorker:
-        """Reading work in a thread (never writes the project)."""
+                  on_result: Callable[[object], None] | None = None,
+                  on_finished: Callable[[], None] | None = None) -> GeneratorWorker:
+        """Reading work in a thread (never writes the project). The callbacks are connected
+        before the thread starts, so that a quick one cannot finish unheard."""
         worker = GeneratorWorker(make_events, parent=self)
         self._light.add(worker)
         if on_result:
             worker.result.connect(on_result)
+        if on_finished:
+            worker.finished.connect(on_finished)
         worker.finished.connect(lambda: self._light.discard(worker))
         worker.start()
         return worker

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 import shiboken6
 from PySide6.QtCore import QThread, Signal
 
-from app.errors import one_line
 from ussl_core.errors import UsslError
 from ussl_core.jobs import child_environment
 from ussl_core.progress import CancelToken, Cancelled, Progress
@@ -34,23 +33,6 @@ CANCEL_GRACE_S = 10.0
 def is_alive(widget) -> bool:
     """False once the C++ side of a widget is gone (a result arriving after the panel closed)."""
     return shiboken6.isValid(widget)
-
-
-def never_raising(work: Callable[[CancelToken], object], key: str = "value",
-                  stage: str = "") -> Callable[[CancelToken], Iterator[Progress]]:
-    """A GeneratorWorker generator that runs work(cancel) once and never raises (it can still be
-    cancelled): its one event carries {key: value}, or {"error": message} so that a panel shows
-    one line instead of dying."""
-    def make(cancel: CancelToken) -> Iterator[Progress]:
-        try:
-            value = work(cancel)
-        except Cancelled:
-            raise
-        except Exception as exc:  # one line in the panel (the path and cause), not a dead panel
-            yield Progress(1, 1, "failed", {"error": one_line(exc)}, stage=stage)
-            return
-        yield Progress(1, 1, "done", {key: value}, stage=stage)
-    return make
 
 
 class _Worker(QThread):

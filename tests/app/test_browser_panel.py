@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from app.context import ProjectContext, StoreChange  # noqa: E402
-from app.panels.browser import NO_MODELS_HINT, BrowserPanel  # noqa: E402
+from app.panels.browser import BrowserPanel  # noqa: E402
 from app.widgets.thumbnails import CellRole  # noqa: E402
 from tests.conftest import make_davis  # noqa: E402
 from tests.tiny_models import save_model_with_card, save_tiny_models, scoring_evalseg  # noqa: E402
@@ -29,6 +29,7 @@ from ussl_core.ingest import add_sources, davis_sources  # noqa: E402
 from ussl_core.purity import read_ground_truth  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
 from ussl_core.teacher.runner import run_teacher  # noqa: E402
+from ussl_core.views.browse import NO_MODELS_HINT  # noqa: E402
 
 WAIT_MS = 60_000
 COLOUR_STUDENTS = {"g1_colour_a": ([0.0264, -0.0657, -0.0002], 0.149),

@@ -9,7 +9,6 @@ import sys
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from app import errors  # noqa: E402
-from app.workers import never_raising  # noqa: E402
 from ussl_core.errors import ProjectError  # noqa: E402
 
 
@@ -39,9 +38,23 @@ def test_an_uncaught_error_is_a_dialog_and_a_log_entry(monkeypatch, tmp_path):
     assert "Traceback" in log and "No space left on device" in log
 
 
-def test_background_work_reports_os_errors_as_one_line():
-    def work(cancel):
+def test_background_work_reports_os_errors_and_bugs_as_one_line(qtbot):
+    from PySide6.QtWidgets import QWidget
+
+    from app.background import BackgroundCalls
+    from app.context import ProjectContext
+
+    def denied(cancel):
         raise PermissionError(errno.EACCES, "Permission denied", "/p/cache")
 
-    (event,) = list(never_raising(work)(None))
-    assert event.metrics == {"error": "/p/cache: permission denied"}
+    def bug(cancel):
+        return 1 / 0
+
+    context, owner = ProjectContext(), QWidget()
+    qtbot.addWidget(owner)
+    calls, errors = BackgroundCalls(context, owner), []
+    calls.run("denied", denied, print, errors.append)
+    calls.run("bug", bug, print, errors.append)
+    qtbot.waitUntil(lambda: len(errors) == 2, timeout=5000)
+    assert sorted(errors) == ["/p/cache: permission denied", "ZeroDivisionError: division by zero"]
+    context.shutdown()

@@ -15,8 +15,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from app.context import ProjectContext  # noqa: E402
-from app.panels.predict import (DEFAULT_METHOD, NO_MODELS, NO_PROJECT, READY,  # noqa: E402
-                                PredictPanel, expand_paths)
+from app.panels.predict import DEFAULT_METHOD, NO_MODELS, NO_PROJECT, READY, PredictPanel  # noqa: E402
 from tests.app.test_videos_panel import send_drop  # noqa: E402
 from tests.tiny_models import STUDENT_CONSTANT, save_tiny_builtin, save_tiny_models  # noqa: E402
 from ussl_core.export import soft_to_uint8  # noqa: E402
@@ -24,6 +23,7 @@ from ussl_core.media import read_image  # noqa: E402
 from ussl_core.postprocess import grabcut_refine  # noqa: E402
 from ussl_core.segment import output_stems  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
+from ussl_core.views.predict import expand_paths  # noqa: E402
 
 WAIT = 60_000          # ms: loading TensorFlow and the models on a busy 2-core machine
 UNET, LOWRES = "g1_basic_unet_tiny", "g1_lowres_tiny"

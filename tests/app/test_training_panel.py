@@ -128,9 +128,14 @@ def test_actions_wait_while_another_job_runs(qtbot, context, panel):
 
 
 def test_bad_settings_are_refused_before_a_job_starts(qtbot, context, panel):
-    panel.settings_form.set_values({"learning_rate": 0.0})
+    # A value outside its declared range cannot be entered: the editors keep the ranges ...
+    panel.settings_form.set_values({"learning_rate": 0.0, "validation_share": 1.0})
+    assert 0 < panel.settings_form.values()["learning_rate"] < 1e-3
+    assert panel.settings_form.values()["validation_share"] < 1
+    # ... and what only the fields together make wrong is refused before a job starts.
+    panel.settings_form.set_values({"crop_fraction": 0.5, "min_crop_fraction": 0.6})
     assert panel.start_training() is None and context.job is None
-    assert "learning rate" in panel.progress.status_label.text()
+    assert "min_crop_fraction must be at most crop_fraction" in panel.progress.status_label.text()
 
 
 def test_loss_monitor_best_epoch_and_throttled_redraws(qtbot):

@@ -131,7 +131,8 @@ def test_drop_add_run_teacher_view_and_scrub(qtbot, context, panel, sample_davis
 
     # Selecting the other video shows its frames.
     panel.table.selectRow(1)
-    qtbot.waitUntil(lambda: panel._detail is not None and panel._detail.video.name == "sample-01"
+    qtbot.waitUntil(lambda: panel.viewer.detail is not None
+                    and panel.viewer.detail.video.name == "sample-01"
                     and panel.view.has_mask(), timeout=10_000)
 
     # Play advances frames by itself.
@@ -139,7 +140,7 @@ def test_drop_add_run_teacher_view_and_scrub(qtbot, context, panel, sample_davis
     panel.play_button.click()
     qtbot.waitUntil(lambda: panel.slider.value() != start, timeout=5_000)
     panel.play_button.click()
-    assert not panel._player.isActive()
+    assert not panel.viewer.player.isActive()
 
 
 def test_cancel_a_running_teacher(qtbot, context, panel, tmp_path):

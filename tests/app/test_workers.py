@@ -90,34 +90,6 @@ def test_job_worker_cancel_stops_the_child(qtbot, tmp_path, sample_davis):
     assert worker.process.returncode != 0
 
 
-def test_never_raising_turns_failures_into_one_line():
-    from app.workers import never_raising
-    from ussl_core.progress import CancelToken, Cancelled
-
-    def ok(cancel):
-        return 42
-
-    def bad_input(cancel):
-        raise UsslError("/x/clip.avi: not a video")
-
-    def bug(cancel):
-        raise ZeroDivisionError("division by zero")
-
-    def cancelled(cancel):
-        raise Cancelled()
-
-    token = CancelToken()
-    assert [e.metrics for e in never_raising(ok, "answer", "t")(token)] == [{"answer": 42}]
-    assert [e.metrics for e in never_raising(bad_input)(token)] == [{"error": "/x/clip.avi: not a video"}]
-    assert [e.metrics for e in never_raising(bug)(token)] == [{"error": "ZeroDivisionError: division by zero"}]
-    try:
-        list(never_raising(cancelled)(token))
-    except Cancelled:
-        pass
-    else:
-        raise AssertionError("a cancel must still stop the worker")
-
-
 def test_a_child_that_writes_much_to_stderr_does_not_block(qtbot, monkeypatch):
     import sys
 

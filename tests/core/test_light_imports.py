@@ -25,6 +25,11 @@ LIGHT_MODULES = [
     "ussl_core.names",
     "ussl_core.steps",
     "ussl_core.jobs",
+    "ussl_core.settings",
+    "ussl_core.views.videos",
+    "ussl_core.views.audit",
+    "ussl_core.views.predict",
+    "ussl_core.views.browse",
 ]
 HEAVY = ["tensorflow", "keras", "PySide6"]
 
