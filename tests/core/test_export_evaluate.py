@@ -137,7 +137,7 @@ def test_evaluate_errors(folders, tmp_path):
     write_png(pred_dir / "other" / "00000.png", truths["a/00000"])
     with pytest.raises(UsslError, match="no prediction is named like a ground-truth"):
         evaluate_folders(pred_dir, gt_dir)
-    with pytest.raises(UsslError, match="not a folder"):
+    with pytest.raises(UsslError, match="nowhere: does not exist"):
         evaluate_folders(tmp_path / "nowhere", gt_dir)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsslError, match="no ground-truth masks"):
