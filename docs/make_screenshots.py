@@ -68,7 +68,7 @@ def main() -> int:
     videos = panels["Videos"]
     window.tabs.setCurrentWidget(videos)
     settle(10, lambda: videos.model.rowCount() > 0)
-    videos.table.selectRow(videos.proxy.mapFromSource(videos.model.index(videos.model.row_of(video_id), 0)).row())
+    videos.table.select_video(video_id)
     settle(3)
     videos.slider.setValue(videos.slider.maximum() // 2)
     videos.gt_check.setChecked(True)
