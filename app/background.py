@@ -33,20 +33,25 @@ class BackgroundCalls(QObject):
         self._latest: dict[str, int] = {}
         self._running: dict[str, GeneratorWorker] = {}
         self._queued: dict[str, tuple] = {}
+        self._dropped: set[GeneratorWorker] = set()   # cancelled here, not from outside
 
     def run(self, key: str, work: Callable[[CancelToken], T], on_result: Callable[[T], None],
-            on_error: Callable[[str], None] | None = None, coalesce: bool = False) -> GeneratorWorker | None:
+            on_error: Callable[[str], None] | None = None, coalesce: bool = False,
+            on_finished: Callable[[], None] | None = None) -> GeneratorWorker | None:
         """Run work(cancel) in a thread. Without `coalesce`, an earlier call of the same key still
         running is cancelled and its result dropped. With it, a call made while one runs waits and
         runs once after it (the latest of the calls made meanwhile): for re-reads that would
-        otherwise pile up. Returns the worker, or None when queued."""
+        otherwise pile up. `on_finished` runs when the thread has ended, whether its result was
+        still wanted or not, unless it was stopped from outside (the window closing). Returns the
+        worker, or None when queued."""
         if coalesce and key in self._running:
-            self._queued[key] = (work, on_result, on_error)
+            self._queued[key] = (work, on_result, on_error, coalesce, on_finished)
             return None
         serial = self._latest.get(key, 0) + 1
         self._latest[key] = serial
         previous = self._running.get(key)
         if previous is not None:
+            self._dropped.add(previous)
             previous.cancel()
 
         def events(cancel: CancelToken):
@@ -62,7 +67,7 @@ class BackgroundCalls(QObject):
         started: list[GeneratorWorker] = []
         worker = self.context.run_light(
             events, lambda event: self._deliver(key, serial, event, on_result, on_error),
-            lambda: self._finished(key, started[0]))
+            lambda: self._finished(key, started[0], on_finished))
         started.append(worker)
         self._running[key] = worker
         return worker
@@ -76,6 +81,7 @@ class BackgroundCalls(QObject):
         self._queued.pop(key, None)
         worker = self._running.get(key)
         if worker is not None:
+            self._dropped.add(worker)
             worker.cancel()
 
     def forget(self) -> None:
@@ -92,11 +98,17 @@ class BackgroundCalls(QObject):
         else:
             on_result(event.metrics["value"])
 
-    def _finished(self, key: str, worker: GeneratorWorker) -> None:
+    def _finished(self, key: str, worker: GeneratorWorker, on_finished) -> None:
         if self._running.get(key) is worker:
             del self._running[key]
+        dropped_here = worker in self._dropped
+        self._dropped.discard(worker)
         queued = self._queued.pop(key, None)
         # A worker cancelled from outside (the window closing: context.shutdown) starts nothing
-        # more; `cancel` here has already dropped what was queued.
-        if queued is not None and is_alive(self.owner) and not worker.cancel_token.cancelled:
+        # more.
+        if not is_alive(self.owner) or (worker.cancel_token.cancelled and not dropped_here):
+            return
+        if on_finished is not None:
+            on_finished()
+        if queued is not None:
             self.run(key, *queued)

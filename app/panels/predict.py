@@ -24,7 +24,7 @@ from app.style import MUTED, THUMB
 from app.widgets.drops import dropped_paths
 from app.widgets.film_strip import FilmStrip
 from app.widgets.image_tile import ImageTile
-from app.workers import GeneratorWorker, is_alive
+from app.workers import GeneratorWorker
 from ussl_core.builtin import builtin_available
 from ussl_core.views.predict import (DEFAULT_METHOD, FAILED, LOADING, NO_MODELS, NO_PROJECT, READY,
                                      Exported, ExportJob, FilmStripImages, ImageResult, LoadedModels,
@@ -63,7 +63,6 @@ class PredictPanel(QWidget):
         self._fingerprint: tuple | None = None
         self._models_stale = False        # a reload waits until the panel is shown or given images
         self._exporting: ExportJob | None = None
-        self._task_dropped = False        # the running task's result was dropped by the panel
         # "models" and "predict" belong to the open project; an export outlives it.
         self.calls = BackgroundCalls(context, self)
         self.exports = BackgroundCalls(context, self)
@@ -381,22 +380,14 @@ class PredictPanel(QWidget):
         if task is None:
             return
         segmenter = self.segmenter
-        worker = self.calls.run("predict", lambda _cancel: run_task(segmenter, task, THUMB_SIZE),
-                                self._predicted, lambda message: self._show_errors([message], raw=True))
-        worker.finished.connect(lambda: self._task_ended(worker))
+        self.calls.run("predict", lambda _cancel: run_task(segmenter, task, THUMB_SIZE),
+                       self._predicted, lambda message: self._show_errors([message], raw=True),
+                       on_finished=self._pump)
 
     def _drop_task(self) -> None:
         """Drop the running task's result (made for other models or images); the next task
         starts when its thread ends."""
-        self._task_dropped = self.calls.running("predict")
         self.calls.cancel("predict")
-
-    def _task_ended(self, worker: GeneratorWorker) -> None:
-        # A task stopped from outside (the window closing: context.shutdown) starts no other.
-        stopped_outside = worker.cancel_token.cancelled and not self._task_dropped
-        self._task_dropped = False
-        if is_alive(self) and not stopped_outside:
-            self._pump()
 
     def _predicted(self, prediction: Prediction) -> None:
         path = prediction.task.path

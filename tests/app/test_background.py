@@ -118,3 +118,24 @@ def test_the_context_says_which_areas_a_write_changed(qtbot, tmp_path):
     context.refresh()                     # what a job's end does
     assert heard == [StoreChange(frozenset({"models"}), live=False)]
     context.shutdown()
+
+
+def test_on_finished_follows_every_ended_call_but_not_one_stopped_from_outside(qtbot):
+    context, _, calls = make_calls(qtbot)
+    release = threading.Event()
+    ended = []
+    calls.run("task", lambda cancel: release.wait(5), print, on_finished=lambda: ended.append("dropped"))
+    calls.cancel("task")              # dropped by the panel: its end is still heard
+    release.set()
+    qtbot.waitUntil(lambda: ended == ["dropped"], timeout=5000)
+    calls.run("task", lambda cancel: "quick", print, on_finished=lambda: ended.append("quick"))
+    qtbot.waitUntil(lambda: ended == ["dropped", "quick"], timeout=5000)
+    outside = threading.Event()
+    worker = calls.run("task", lambda cancel: outside.wait(5), print,
+                       on_finished=lambda: ended.append("after shutdown"))
+    worker.cancel()                   # the window closing (context.shutdown cancels workers)
+    outside.set()
+    worker.wait(5000)
+    qtbot.wait(200)
+    assert ended == ["dropped", "quick"]
+    context.shutdown()
