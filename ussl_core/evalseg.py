@@ -19,8 +19,8 @@ from ussl_core.errors import ProjectError
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project
 from ussl_core.store.model_files import default_model_name, generation_models, model_paths
-from ussl_core.training import (TrainingSettings, before_training, build_or_resume, fit_with_events,
-                                held_out_videos, model_card, save_trained)
+from ussl_core.training import (TrainingSettings, before_training, build_or_resume, epoch_batches,
+                                fit_with_events, held_out_videos, model_card, save_trained)
 
 
 def evalseg_settings(**overrides) -> TrainingSettings:
@@ -113,13 +113,15 @@ def train_evalseg(project: Project, preset: str = "compact",
     held = held_out_videos(videos, settings.validation_share, settings.seed)
     is_val = np.isin(videos, list(held))
 
-    def dataset(mask: np.ndarray, shuffle: bool):
-        ds = tf.data.Dataset.from_tensor_slices(((images[mask], candidates[mask]), targets[mask]))
-        if shuffle:
-            ds = ds.shuffle(int(mask.sum()), seed=settings.seed)
-        return ds.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
-
     model, state = build_or_resume(paths, resume, lambda: build_model("evalseg", preset), settings)
+
+    def dataset(mask: np.ndarray, training: bool):
+        pairs = [tf.constant(a[mask]) for a in (images, candidates, targets)]
+        return epoch_batches(int(mask.sum()), settings.batch_size, settings.seed, training,
+                             lambda epoch, i, seed: ((tf.gather(pairs[0], i), tf.gather(pairs[1], i)),
+                                                     tf.gather(pairs[2], i)),
+                             state["epoch"], endless=training)
+
     state.update(architecture="evalseg", preset=preset)
     # A fixed batch to watch for collapse: a saturated sigmoid scores every candidate the same.
     watch = np.flatnonzero(~is_val)[:64]

@@ -128,75 +128,122 @@ def load_selection(project: Project, selection_id: int | None = None) -> Trainin
 
 
 # ----------------------------------------------------------------------------- tf.data
-def make_dataset(frames: np.ndarray, masks: np.ndarray, input_size: int, output_size: int,
-                 batch_size: int, augment: bool, settings: TrainingSettings, shuffle: bool):
-    """Batches of (image float32 0..255 at input size, soft mask float32 0..1 at output size)."""
+def epoch_batches(count: int, batch_size: int, seed: int, shuffle: bool, prepare,
+                  first_epoch: int = 0, endless: bool = False):
+    """Batches of `prepare(epoch, index, element_seed)` over range(count): one pass (epoch
+    `first_epoch`), or with `endless` every epoch from `first_epoch` on. Each epoch is its own
+    permutation (with `shuffle`) and each element its own seed, both drawn from (seed, epoch,
+    index) alone: a run resumed at an epoch sees exactly the batches an uninterrupted run would,
+    and the parallel map's scheduling cannot change them."""
     import tensorflow as tf
 
-    def prepare(frame, mask):
-        image = tf.cast(frame, tf.float32)
-        target = tf.cast(mask[..., None], tf.float32) / 255.0
-        return augment_pair(image, target, input_size, output_size, settings, augment)
+    def one_epoch(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=epoch_seed)
+        return (tf.data.Dataset.from_tensor_slices(order)
+                .map(lambda index: prepare(epoch, index,
+                                           tf.random.experimental.stateless_fold_in(epoch_seed, index)),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(batch_size))
 
-    data = tf.data.Dataset.from_tensor_slices((frames, masks))
-    if shuffle:
-        data = data.shuffle(len(frames), seed=settings.seed, reshuffle_each_iteration=True)
-    data = data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if endless:
+        return tf.data.Dataset.counter(first_epoch).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    # One pass, of a length Keras can know (its validation loop counts the batches).
+    one_pass = tf.data.Dataset.range(first_epoch, first_epoch + 1).flat_map(one_epoch)
+    return one_pass.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size))
+                          ).prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(frames: np.ndarray, masks: np.ndarray, input_size: int, output_size: int,
+                 batch_size: int, augment: bool, settings: TrainingSettings, shuffle: bool,
+                 first_epoch: int = 0, endless: bool = False):
+    """Batches of (image float32 0..255 at input size, soft mask float32 0..1 at output size);
+    the order and augmentation of each epoch as `epoch_batches` draws them."""
+    import tensorflow as tf
+
+    frames_t, masks_t = tf.constant(frames), tf.constant(masks)
+
+    def prepare(epoch, index, element_seed):
+        image = tf.cast(tf.gather(frames_t, index), tf.float32)
+        target = tf.cast(tf.gather(masks_t, index)[..., None], tf.float32) / 255.0
+        return augment_pair(image, target, input_size, output_size, settings, augment, element_seed)
+
+    return epoch_batches(len(frames), batch_size, settings.seed, shuffle, prepare, first_epoch, endless)
+
+
+# Independent random draws of one pair's augmentation, each from its own split of the pair's seed.
+_CROP_AREA, _CROP_ASPECT, _CROP_TOP, _CROP_LEFT, _FLIP, _HUE, _SATURATION, _CONTRAST, \
+    _BRIGHTNESS, _BLUR, _BLUR_SIGMA, _GREY = range(12)
 
 
 def augment_pair(image, target, input_size: int, output_size: int, settings: TrainingSettings,
-                 augment: bool = True):
+                 augment: bool = True, seed=None):
     """One training pair (image H x W x 3 float 0..255, target H x W x 1 in 0..1) cropped,
     flipped, resized to the model's sizes and photometrically changed as the settings say.
-    Geometric changes apply to both; photometric ones to the image only."""
+    Geometric changes apply to both; photometric ones to the image only. Every random draw is
+    stateless, from `seed` (a shape-[2] integer tensor): the same seed, the same pair."""
     import tensorflow as tf
 
     if augment:
-        image, target = _random_crop(image, target, settings)
-        if settings.flip and tf.random.uniform(()) < 0.5:
-            image = image[:, ::-1]
-            target = target[:, ::-1]
+        draws = tf.random.experimental.stateless_split(
+            tf.zeros(2, tf.int64) if seed is None else seed, num=12)
+        image, target = _random_crop(image, target, settings, draws)
+        if settings.flip:
+            image, target = tf.cond(_uniform(draws, _FLIP, 0, 1) < 0.5,
+                                    lambda: (image[:, ::-1], target[:, ::-1]), lambda: (image, target))
     image = tf.image.resize(image, (input_size, input_size), antialias=True)
     target = tf.image.resize(target, (output_size, output_size), antialias=True)
     if augment:
-        image = _photometric(image, settings)
+        image = _photometric(image, settings, draws)
     return image, target
 
 
-def _random_crop(image, target, settings: TrainingSettings):
+def _uniform(draws, which: int, low, high, dtype=None):
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform((), draws[which], low, high, dtype=dtype or tf.float32)
+
+
+def _random_crop(image, target, settings: TrainingSettings, draws):
     import tensorflow as tf
 
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
-    area = tf.random.uniform((), settings.min_crop_fraction, settings.crop_fraction + 1e-9)
+    area = _uniform(draws, _CROP_AREA, settings.min_crop_fraction, settings.crop_fraction + 1e-9)
     log_jitter = math.log1p(settings.aspect_jitter)
-    aspect = tf.exp(tf.random.uniform((), -log_jitter, log_jitter + 1e-9))
+    aspect = tf.exp(_uniform(draws, _CROP_ASPECT, -log_jitter, log_jitter + 1e-9))
     crop_h = tf.clip_by_value(tf.cast(height * tf.sqrt(area / aspect), tf.int32), 1, tf.shape(image)[0])
     crop_w = tf.clip_by_value(tf.cast(width * tf.sqrt(area * aspect), tf.int32), 1, tf.shape(image)[1])
-    top = tf.random.uniform((), 0, tf.shape(image)[0] - crop_h + 1, tf.int32)
-    left = tf.random.uniform((), 0, tf.shape(image)[1] - crop_w + 1, tf.int32)
+    top = _uniform(draws, _CROP_TOP, 0, tf.shape(image)[0] - crop_h + 1, tf.int32)
+    left = _uniform(draws, _CROP_LEFT, 0, tf.shape(image)[1] - crop_w + 1, tf.int32)
     return (image[top:top + crop_h, left:left + crop_w],
             target[top:top + crop_h, left:left + crop_w])
 
 
-def _photometric(image, settings: TrainingSettings):
+def _photometric(image, settings: TrainingSettings, draws):
     """Colour jitter, blur and grey on an image at the input size (cheaper than at full size)."""
     import tensorflow as tf
 
     jitter = settings.colour_jitter
     if jitter > 0:
         rgb = image / 255.0
-        rgb = tf.image.adjust_hue(rgb, tf.random.uniform((), -0.1 * jitter, 0.1 * jitter))
-        rgb = tf.image.adjust_saturation(rgb, tf.random.uniform((), 1 - jitter, 1 + jitter))
+        rgb = tf.image.adjust_hue(rgb, _uniform(draws, _HUE, -0.1 * jitter, 0.1 * jitter))
+        rgb = tf.image.adjust_saturation(rgb, _uniform(draws, _SATURATION, 1 - jitter, 1 + jitter))
         mean = tf.reduce_mean(rgb)
-        rgb = (rgb - mean) * tf.random.uniform((), 1 - jitter, 1 + jitter) + mean
-        rgb = rgb * tf.random.uniform((), 1 - jitter, 1 + jitter)
+        rgb = (rgb - mean) * _uniform(draws, _CONTRAST, 1 - jitter, 1 + jitter) + mean
+        rgb = rgb * _uniform(draws, _BRIGHTNESS, 1 - jitter, 1 + jitter)
         image = tf.clip_by_value(rgb, 0.0, 1.0) * 255.0
-    if settings.blur_probability > 0 and tf.random.uniform(()) < settings.blur_probability:
-        image = _gaussian_blur(image, tf.random.uniform((), 0.3, 1.5))
-    if settings.grey_probability > 0 and tf.random.uniform(()) < settings.grey_probability:
-        image = tf.repeat(tf.reduce_mean(image, axis=-1, keepdims=True), 3, axis=-1)
+    # tf.cond rather than `if`: explicit graph branches inside the tf.data functions.
+    if settings.blur_probability > 0:
+        sigma = _uniform(draws, _BLUR_SIGMA, 0.3, 1.5)
+        image = tf.cond(_uniform(draws, _BLUR, 0, 1) < settings.blur_probability,
+                        lambda: _gaussian_blur(image, sigma), lambda: image)
+    if settings.grey_probability > 0:
+        grey = tf.repeat(tf.reduce_mean(image, axis=-1, keepdims=True), 3, axis=-1)
+        image = tf.cond(_uniform(draws, _GREY, 0, 1) < settings.grey_probability,
+                        lambda: grey, lambda: image)
     return image
 
 
@@ -254,13 +301,13 @@ def train_student(project: Project, arch: str, preset: str = "compact",
     input_size = PRESETS[preset][arch]["input_size"]
     output_size = int(model.output_shape[1])
 
-    def dataset(idx, augment, shuffle, batch=settings.batch_size):
+    def dataset(idx, augment, shuffle, batch=settings.batch_size, endless=False):
         return make_dataset(data.frames[idx], data.masks[idx], input_size, output_size, batch,
-                            augment, settings, shuffle)
+                            augment, settings, shuffle, state["epoch"], endless)
 
     probe = next(iter(dataset(train_idx[:16], False, False, 16)))
     started = time.perf_counter()
-    yield from fit_with_events(model, dataset(train_idx, True, True),
+    yield from fit_with_events(model, dataset(train_idx, True, True, endless=True),
                                dataset(val_idx, False, False) if len(val_idx) else None,
                                math.ceil(len(train_idx) / settings.batch_size), settings, paths,
                                state, name, probe, cancel)
@@ -417,7 +464,8 @@ def compile_student(model, settings: TrainingSettings) -> None:
 def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSettings,
                     paths: dict[str, Path], state: dict, name: str, probe: tuple | None,
                     cancel: CancelToken | None) -> Iterator[Progress]:
-    """Run Keras `fit` in a thread and yield its events; cancel stops it within one batch."""
+    """Run Keras `fit` in a thread and yield its events; cancel stops it within one batch.
+    `train_ds`: endless batches from the state's epoch on (`epoch_batches`), `steps` a pass."""
     import keras
 
     from ussl_core.callbacks import CheckpointCallback, ProgressCallback
@@ -436,12 +484,13 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"])))
 
     # One endless iterator for the whole run: Keras made a fresh one every epoch, which cost up
-    # to 4.6 s an epoch here (filling the shuffle buffer and the parallel map again).
+    # to 4.6 s an epoch here (filling the shuffle buffer and the parallel map again). The
+    # validation pass is the same every epoch.
     val_steps = int(val_ds.cardinality()) if val_ds is not None else None
 
     def fit() -> None:
         try:
-            model.fit(train_ds.repeat(), steps_per_epoch=steps,
+            model.fit(train_ds, steps_per_epoch=steps,
                       validation_data=val_ds.repeat() if val_ds is not None else None,
                       validation_steps=val_steps, epochs=settings.epochs,
                       initial_epoch=state["epoch"], callbacks=callbacks, verbose=0, shuffle=False)

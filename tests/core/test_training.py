@@ -25,6 +25,7 @@ from ussl_core.ingest import add_sources, davis_sources
 from ussl_core.progress import CancelToken, Cancelled
 from ussl_core.selection import SelectionSettings, select
 from ussl_core.store import Project
+from ussl_core.models.io import load_model
 from ussl_core.store.model_files import model_paths
 from ussl_core.teacher.runner import producer_name, run_teacher
 from ussl_core.training import (NEUTRAL_CALIBRATION, TrainingData, TrainingSettings,
@@ -235,6 +236,17 @@ def test_stop_after_the_epoch_keeps_it_and_resume_finishes(project_root: Path) -
                                      resume=True))
     assert [e.metrics["epoch"] for e in resumed if e.metrics.get("event") == "epoch"] == [2, 3]
     assert json.loads(paths["card"].read_text())["epochs"] == 3
+
+    # The resumed run's batches and augmentation are those of an uninterrupted run (drawn from
+    # the seed, the epoch and the pair alone), so it ends with exactly the same weights.
+    with Project.open(project_root, write=True) as project:
+        list(train_student(project, "basic_unet", "compact", TrainingSettings(epochs=3, batch_size=8),
+                           name="uninterrupted_unet"))
+    stopped, whole = (load_model(model_paths(project_root, n)["model"]).get_weights()
+                      for n in ("stopped_unet", "uninterrupted_unet"))
+    assert len(stopped) == len(whole)
+    for a, b in zip(stopped, whole):
+        np.testing.assert_array_equal(a, b)
 
 
 # ----------------------------------------------------------------------------- collapse
