@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from ussl_core.errors import UsslError, describe_os_error
+from ussl_core.errors import UsslError, describe_catalog_error, describe_os_error
 
 
 def log_path() -> Path:
@@ -25,6 +26,8 @@ def one_line(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, OSError):
         return describe_os_error(exc)
+    if isinstance(exc, sqlite3.Error):
+        return describe_catalog_error(None, exc)
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -32,12 +32,14 @@ def main() -> None:
                         "before their kill are repeated)")
     parser.add_argument("--work", required=True, help="an empty folder for the runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--videos", type=int, default=8, help="generated videos (each one shot)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per generated video")
     parser.add_argument("--only", default="", help="comma-separated step names (default: all)")
     args = parser.parse_args()
     work = Path(args.work)
     rng = random.Random(args.seed)
     started = time.monotonic()
-    data = Data(work / "data")
+    data = Data(work / "data", n_videos=args.videos, n_frames=args.frames)
     report = {"command": " ".join(["python", *sys.argv]), "steps": {}}
     for scenario in scenarios(data):
         if args.only and scenario.name not in args.only.split(","):

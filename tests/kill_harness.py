@@ -185,9 +185,10 @@ class Trial:
 class Data:
     """The inputs every scenario shares, made once under `base`."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, n_videos: int = 3, n_frames: int = 30) -> None:
         self.base = base
-        self.davis = make_davis(base / "davis", n_videos=3, spec=SampleSpec(n_frames=30, width=128, height=96))
+        self.davis = make_davis(base / "davis", n_videos=n_videos,
+                                spec=SampleSpec(n_frames=n_frames, width=128, height=96))
         self.images = base / "images"
         self.video = base / "video.mp4"
         self.project = base / "project"            # sources added, no teacher yet

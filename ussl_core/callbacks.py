@@ -11,6 +11,7 @@ import numpy as np
 
 from ussl_core.models.io import save_model_atomic
 from ussl_core.progress import CancelToken, Cancelled, Progress
+from ussl_core.testhooks import crash_point, write_fault
 
 
 def is_collapsed(predictions: np.ndarray, targets: np.ndarray, ratio: float) -> bool:
@@ -75,10 +76,16 @@ class CheckpointCallback(keras.callbacks.Callback):
             self.state["collapsed_at_epoch"] = epoch + 1
         self.state["history"].append(record)
         self.state["epoch"] = epoch + 1
+        # The checkpoint and its state change together: the state is written first under a
+        # pending name that says which optimizer step it belongs to, then the checkpoint, then
+        # the state is renamed. A kill between the two renames leaves a pending state that
+        # resuming adopts (training.build_or_resume), never a checkpoint ahead of its state.
+        self.state["iterations"] = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        write_fault("state", self.paths["pending_state"])
+        self.paths["pending_state"].write_text(json.dumps(self.state))
         save_model_atomic(self.model, self.paths["checkpoint"])
-        tmp = self.paths["state"].with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state))
-        os.replace(tmp, self.paths["state"])
+        crash_point("checkpoint-saved")   # the test hook: a kill between the two renames
+        os.replace(self.paths["pending_state"], self.paths["state"])
         done = (epoch + 1) * self.steps
         val = f", val {record['val_loss']:.4f}" if "val_loss" in record else ""
         self.events.put(("progress", Progress(

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ussl_core import __version__
-from ussl_core.errors import SettingsError, UsslError, describe_os_error
+from ussl_core.errors import SettingsError, UsslError, describe_catalog_error, describe_os_error
 from ussl_core.progress import Cancelled, Progress
 from ussl_core.settings import field_help
 from ussl_core.store.catalog import CatalogError
+from ussl_core.store.project import CATALOG_NAME
 
 EXIT_ERROR = 2
 EXIT_CANCELLED = 130
@@ -667,8 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         return _fail(describe_os_error(exc), args)
     except CatalogError as exc:
-        return _fail(f"{getattr(args, 'project', None) or 'the project'}: the catalog cannot be read or "
-                     f"written ({exc})", args)
+        project = getattr(args, "project", None)
+        return _fail(describe_catalog_error(Path(project) / CATALOG_NAME if project else None, exc), args)
 
 
 def _fail(message: str, args: argparse.Namespace) -> int:

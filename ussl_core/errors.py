@@ -68,6 +68,27 @@ def describe_os_error(exc: OSError) -> str:
     return f"{os.fspath(path)}: {cause}" if path is not None else cause
 
 
+# What a SQLite error means to a user, by its primary result code (sqlite3.Error.sqlite_errorcode).
+_SQLITE_CAUSES = {
+    13: _CAUSES[errno.ENOSPC],                                    # SQLITE_FULL
+    8: "read-only (the disk, the folder or the file)",            # SQLITE_READONLY
+    3: _CAUSES[errno.EACCES],                                     # SQLITE_PERM
+    14: "cannot be opened (missing, or a folder without access)", # SQLITE_CANTOPEN
+    10: _CAUSES[errno.EIO],                                       # SQLITE_IOERR
+    11: "corrupt; `ussl check` says what can be recovered",       # SQLITE_CORRUPT
+    26: "not a ussl catalog (another kind of file)",              # SQLITE_NOTADB
+    5: "busy: another process holds it; try again when it is done",  # SQLITE_BUSY
+}
+
+
+def describe_catalog_error(catalog: str | os.PathLike | None, exc: Exception) -> str:
+    """One line, `<catalog>: <cause>`, for an error SQLite raised on a project's catalog."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    cause = _SQLITE_CAUSES.get(code & 0xFF) if isinstance(code, int) else None
+    where = os.fspath(catalog) if catalog is not None else "the project's catalog"
+    return f"{where}: {cause or f'the catalog cannot be read or written ({exc})'}"
+
+
 def require(condition: bool, message: str) -> None:
     """A settings check: a SettingsError with `message` unless `condition` holds."""
     if not condition:

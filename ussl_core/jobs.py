@@ -14,10 +14,11 @@ import signal
 import sys
 from pathlib import Path
 
-from ussl_core.errors import UsslError, describe_os_error
+from ussl_core.errors import UsslError, describe_catalog_error, describe_os_error
 from ussl_core.progress import CancelToken, Cancelled, Progress
 from ussl_core.steps import run_step, step_from_spec, step_spec
 from ussl_core.store.catalog import CatalogError
+from ussl_core.store.project import CATALOG_NAME
 
 
 def run_job(spec: dict, emit, cancel: CancelToken) -> None:
@@ -73,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         out.write(json.dumps({"error": describe_os_error(exc)}) + "\n")
         return 2
     except CatalogError as exc:
-        out.write(json.dumps({"error": f"{spec.get('project')}: the catalog cannot be read or written "
-                                       f"({exc})"}) + "\n")
+        catalog = Path(spec["project"]) / CATALOG_NAME if spec.get("project") else None
+        out.write(json.dumps({"error": describe_catalog_error(catalog, exc)}) + "\n")
         return 2
     out.write(json.dumps({"result": "done"}) + "\n")
     return 0

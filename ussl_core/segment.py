@@ -12,12 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ussl_core.errors import MediaError, UsslError
+from ussl_core.diskspace import ensure_space
+from ussl_core.errors import MediaError, UsslError, describe_os_error
 from ussl_core.export import soft_to_uint8, write_png
 from ussl_core.media import is_image_file, is_video_file, list_image_files, open_source, read_image
 from ussl_core.postprocess import BoxSettings, boxes_from_mask, grabcut_cutout
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.settings import check, option
+from ussl_core.testhooks import write_fault
 
 BATCH = 16
 
@@ -103,6 +105,7 @@ def write_boxes(folder: Path, boxes: dict[str, list]) -> list[Path]:
     json_path, csv_path = folder / "boxes.json", folder / "boxes.csv"
     try:
         tmp = json_path.with_suffix(".json.tmp")
+        write_fault("boxes", tmp)
         tmp.write_text(json.dumps({k: [list(b) for b in v] for k, v in boxes.items()}, indent=1))
         os.replace(tmp, json_path)
         tmp = csv_path.with_suffix(".csv.tmp")
@@ -113,7 +116,7 @@ def write_boxes(folder: Path, boxes: dict[str, list]) -> list[Path]:
                 writer.writerows([stem, *box] for box in items)
         os.replace(tmp, csv_path)
     except OSError as exc:
-        raise UsslError(f"{folder}: cannot write the boxes ({exc.strerror or exc})") from None
+        raise UsslError(describe_os_error(OSError(exc.errno, exc.strerror, str(folder / "boxes.json")))) from None
     return [json_path, csv_path]
 
 
@@ -130,6 +133,7 @@ def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
     segmenter = load_segmenter(model_or_project, settings.flip_average)
     method = settings.method
     out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)
     all_boxes: dict[str, list] = {}
     done = 0
     total = len(images) + len(videos)
@@ -156,6 +160,14 @@ def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
         write_boxes(out, all_boxes)
 
 
+def remove_leftovers(out: Path) -> None:
+    """Delete what a killed run left under this module's temporary names (a partial overlay
+    video, a PNG or box file never renamed into place)."""
+    for pattern in (".*.partial.*", ".*.png.tmp", "boxes.*.tmp"):
+        for path in out.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
 def _segment_video(segmenter, path: Path, target: Path, method: str,
                    cancel: CancelToken | None) -> None:
     """The overlay video, written under a temporary name and renamed when whole: a killed or
@@ -168,10 +180,13 @@ def _segment_video(segmenter, path: Path, target: Path, method: str,
         raise UsslError(f"{target}: cannot write the overlay video")
     finished = False
     try:
+        write_fault("video", partial)
         batch: list[np.ndarray] = []
         for frame in source.iter_frames():
             batch.append(frame)
             if len(batch) == BATCH:
+                # MPEG-4 part 2 keeps these frames in well under a tenth of their raw size.
+                ensure_space(target.parent, BATCH * frame.nbytes // 10, f"the overlay video {target.name}")
                 _write_overlays(writer, segmenter, batch, method)
                 batch = []
                 if cancel:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import queue
 import threading
@@ -447,10 +448,32 @@ def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: Train
             except (ValueError, KeyError, TypeError) as exc:
                 raise UsslError(f"{paths['state']}: the interrupted run's state is damaged ({exc}); "
                                 "`ussl check PROJECT --repair` moves it aside, then train again") from None
+            state = adopt_pending_state(paths, state, model)
         else:
             model = build()
             compile_student(model, settings)
     return model, state
+
+
+def adopt_pending_state(paths: dict[str, Path], state: dict, model) -> dict:
+    """The state that belongs to the checkpoint: a pending state of the checkpoint's own
+    optimizer step (the run was killed between saving the checkpoint and renaming its state)
+    replaces the older one; any other pending state is a leftover and goes."""
+    import keras
+
+    pending_path = paths["pending_state"]
+    if not pending_path.exists():
+        return state
+    try:
+        pending = json.loads(pending_path.read_text())
+    except (OSError, ValueError):
+        pending = None
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    if isinstance(pending, dict) and pending.get("iterations") == iterations:
+        os.replace(pending_path, paths["state"])
+        return pending
+    pending_path.unlink(missing_ok=True)
+    return state
 
 
 def compile_student(model, settings: TrainingSettings) -> None:
@@ -526,7 +549,7 @@ def save_trained(model, paths: dict[str, Path], card: dict) -> Progress:
     inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]
     save_model_atomic(keras.Model(inputs, model.outputs[0], name=model.name), paths["model"])
     write_card(paths["model"], card)
-    for key in ("checkpoint", "state"):
+    for key in ("checkpoint", "state", "pending_state"):
         paths[key].unlink(missing_ok=True)
     return Progress(1, 1, f"{card['name']}: saved", {"event": "saved", "model": str(paths["model"])},
                     stage="train")

@@ -176,3 +176,22 @@ def test_a_symbolic_link_loop_is_one_line(tmp_path, capsys):
     assert cli.main(["status", str(tmp_path / "a")]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"ussl: error: {tmp_path / 'a'}: too many symbolic links (a link loop?)"]
+
+
+def test_a_catalog_error_says_its_cause_from_sqlites_own_code(tmp_path):
+    import sqlite3
+
+    from ussl_core.errors import describe_catalog_error
+
+    catalog = tmp_path / "project.sqlite"
+    sqlite3.connect(catalog).execute("CREATE TABLE t (x)")
+    read_only = sqlite3.connect(f"{catalog.as_uri()}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.Error) as refused:
+        read_only.execute("INSERT INTO t VALUES (1)")
+    assert describe_catalog_error(catalog, refused.value) == \
+        f"{catalog}: read-only (the disk, the folder or the file)"
+    other = tmp_path / "other.sqlite"
+    other.write_bytes(b"not a database, but long enough to be read as one" * 40)
+    with pytest.raises(sqlite3.Error) as foreign:
+        sqlite3.connect(other).execute("SELECT * FROM sqlite_master")
+    assert describe_catalog_error(other, foreign.value) == f"{other}: not a ussl catalog (another kind of file)"

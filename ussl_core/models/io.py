@@ -6,7 +6,9 @@ import os
 import zipfile
 from pathlib import Path
 
+from ussl_core.diskspace import ensure_space
 from ussl_core.errors import UsslError
+from ussl_core.testhooks import write_fault
 
 
 def save_model_atomic(model, path: Path) -> None:
@@ -14,6 +16,9 @@ def save_model_atomic(model, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.keras")
+    # Weights and, for a checkpoint, the optimizer's two moments: float32 each.
+    ensure_space(path.parent, 3 * 4 * model.count_params(), f"the model {path.name}")
+    write_fault("model", tmp)
     model.save(tmp)
     os.replace(tmp, path)
 

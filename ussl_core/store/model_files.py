@@ -5,6 +5,7 @@ are laid out in a project's `models/` folder. Everything else asks here.
     models/<name>.json         its card: architecture, preset, generation, settings, losses, versions
     models/<name>.ckpt.keras   an interrupted run's last checkpoint (with optimizer state)
     models/<name>.ckpt.json    that run's state: epochs done, loss history, architecture, preset
+    models/<name>.ckpt.pending.json  the state of a checkpoint being saved (adopted on resume)
 
 A default name is g<generation>_<architecture>_<preset> (g1_basic_unet_compact). The card, not
 the name, is the truth about a model: names are the user's to choose. No TensorFlow here.
@@ -16,11 +17,15 @@ import json
 import os
 from pathlib import Path
 
+from ussl_core.testhooks import write_fault
+
 MODELS_FOLDER = "models"
 MODEL_SUFFIX = ".keras"
 CARD_SUFFIX = ".json"
 CHECKPOINT_SUFFIX = ".ckpt.keras"
 STATE_SUFFIX = ".ckpt.json"
+# The state of a checkpoint being written, renamed to STATE_SUFFIX once the checkpoint is.
+PENDING_STATE_SUFFIX = ".ckpt.pending.json"
 EVALSEG = "evalseg"
 
 
@@ -42,6 +47,7 @@ def model_paths(project_root: Path, name: str) -> dict[str, Path]:
     models = Path(project_root) / MODELS_FOLDER
     return {"model": models / f"{name}{MODEL_SUFFIX}", "card": models / f"{name}{CARD_SUFFIX}",
             "checkpoint": models / f"{name}{CHECKPOINT_SUFFIX}", "state": models / f"{name}{STATE_SUFFIX}",
+            "pending_state": models / f"{name}{PENDING_STATE_SUFFIX}",
             "tensorboard": Path(project_root) / "logs" / "tensorboard" / name}
 
 
@@ -67,6 +73,7 @@ def write_card(model: Path, card: dict) -> Path:
     """Write a model's card atomically (a temporary name, then a rename)."""
     target = card_path(model)
     tmp = target.with_suffix(".tmp")
+    write_fault("card", tmp)
     tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
     os.replace(tmp, target)
     return target

@@ -7,6 +7,7 @@ catalog never points at a shard before its rename.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import h5py
 import numpy as np
 
 from ussl_core.errors import UsslError
-from ussl_core.testhooks import crash_point
+from ussl_core.diskspace import ensure_space
+from ussl_core.testhooks import crash_point, write_fault
 
 TMP_SUFFIX = ".tmp"
 
@@ -37,16 +39,32 @@ def write_shard(final_path: Path, name: str, array: np.ndarray, attrs: dict | No
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = final_path.with_name(final_path.name + TMP_SUFFIX)
+    ensure_space(final_path.parent, array.nbytes, f"the shard {final_path.name}")
+    # HDF5 builds the file in memory and Python writes its bytes: HDF5 itself never meets a
+    # full or read-only disk (it can crash the process while closing a file it failed to
+    # write), and a failed write is a plain OSError naming the file.
+    buffer = io.BytesIO()
     chunks = (1,) + array.shape[1:] if array.ndim >= 2 and len(array) else None
-    with h5py.File(tmp, "w") as f:
+    with h5py.File(buffer, "w") as f:
         ds = f.create_dataset(name, shape=array.shape, dtype=array.dtype, chunks=chunks,
                               compression="lzf" if compress else None)
-        half = len(array) // 2
-        ds[:half] = array[:half]
-        crash_point("shard-write")  # the test hook: a kill here leaves a half-written file
-        ds[half:] = array[half:]
+        ds[:] = array
         for key, value in (attrs or {}).items():
             ds.attrs[key] = value
+    data = buffer.getbuffer()
+    try:
+        write_fault("shard", tmp)
+        with open(tmp, "wb") as out:
+            half = len(data) // 2
+            out.write(data[:half])
+            out.flush()
+            crash_point("shard-write")  # the test hook: a kill here leaves a half-written file
+            out.write(data[half:])
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:   # a failed write() names no file
+            raise OSError(exc.errno, exc.strerror, os.fspath(final_path)) from None
+        raise
     return tmp
 
 
