@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from ussl_core.errors import UsslError, describe_catalog_error, describe_os_error
+from ussl_core.store.catalog import CatalogError
 
 
 def log_path() -> Path:
@@ -26,7 +26,7 @@ def one_line(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, OSError):
         return describe_os_error(exc)
-    if isinstance(exc, sqlite3.Error):
+    if isinstance(exc, CatalogError):
         return describe_catalog_error(None, exc)
     return f"{type(exc).__name__}: {exc}"
 

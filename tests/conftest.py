@@ -32,6 +32,15 @@ def stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
 
+@pytest.fixture(scope="session")
+def harness_data(tmp_path_factory):
+    """The kill and disk-fault tests' shared inputs (tests/kill_harness.py): generated videos, a
+    project with them added, one taught and selected, a trained LowRes-Net, images, a video."""
+    from tests.kill_harness import Data
+
+    return Data(tmp_path_factory.mktemp("harness"))
+
+
 @pytest.fixture
 def sample_davis(tmp_path: Path) -> Path:
     """Two 20-frame 96x72 sample videos with ground truth in DAVIS layout."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ussl_core.atomic import write_text_atomic
 from ussl_core.errors import ProjectError
 from ussl_core.ingest import SourceSpec, add_sources, davis_sources
 from ussl_core.progress import CancelToken, Progress
@@ -165,8 +166,8 @@ def write_report(project: Project, producer_id: int, report: Path,
             results = evaluate_contenders(project, generation, first_videos)
             table[f"g{generation}"] = {name: round(r["max_mean_iou"], 4) for name, r in results.items()}
         summary["max_mean_iou"] = table
-        (report / "table.md").write_text(_table_markdown(table))
-    (report / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text_atomic(report / "table.md", _table_markdown(table))
+    write_text_atomic(report / "summary.json", json.dumps(summary, indent=2))
     _write_examples(project, producer_id, report / "examples")
     return summary
 

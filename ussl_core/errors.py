@@ -68,7 +68,7 @@ def describe_os_error(exc: OSError) -> str:
     return f"{os.fspath(path)}: {cause}" if path is not None else cause
 
 
-# What a SQLite error means to a user, by its primary result code (sqlite3.Error.sqlite_errorcode).
+# What a SQLite error means to a user, by its primary result code (the error's sqlite_errorcode).
 _SQLITE_CAUSES = {
     13: _CAUSES[errno.ENOSPC],                                    # SQLITE_FULL
     8: "read-only (the disk, the folder or the file)",            # SQLITE_READONLY

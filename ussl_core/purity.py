@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ussl_core.atomic import atomic_path
 from ussl_core.errors import MediaError
 from ussl_core.metrics import box_hit, iou
 from ussl_core.postprocess import BoxSettings, boxes_from_mask, mask_box, upsample_mask
@@ -159,7 +160,7 @@ def purity_curve(project: Project, producer_id: int, video_id: int | None = None
 def write_per_video_csv(project: Project, producer_id: int, path: Path) -> int:
     """One row per (video, percent): video, percent, n_kept, mean_iou, corloc, source... ."""
     rows = 0
-    with open(path, "w", newline="") as f:
+    with atomic_path(path, "csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["video", "percent", "n_kept", "mean_iou", "corloc", "approved_share",
                          "n_audited", "source"])
@@ -201,5 +202,6 @@ def plot_curve(curve: PurityCurve, path: Path, title: str = "") -> None:
     ax.legend()
     ax.set_title(title or f"Purity ({curve.source.replace('_', ' ')}, {curve.n_masks} masks)")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path, "png") as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ussl_core.atomic import atomic_path
 from ussl_core.errors import SettingsError, UsslError, describe_os_error
 from ussl_core.purity import n_kept, rank_best_first
 from ussl_core.settings import check, option
@@ -132,7 +133,7 @@ def export_decisions(project: Project, path: Path) -> int:
     names = _frame_names(project)
     producers = {p.id: p.name for p in project.producers()}
     rows = sorted(project.decisions().items(), key=lambda item: item[1]["time"])
-    with open(path, "w", newline="") as f:
+    with atomic_path(path, "csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(DECISION_COLUMNS)
         for (frame_id, producer_id), d in rows:

@@ -24,9 +24,9 @@ CAUSES = {"ENOSPC": "the disk is full", "EROFS": "read-only file system", "EACCE
 TF_NOISE = ("WARNING: All log messages", "I0000", "W0000", "E0000", "To enable the following")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Data:
-    return Data(tmp_path_factory.mktemp("faults"))
+@pytest.fixture
+def data(harness_data) -> Data:
+    return harness_data
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,7 @@ def test_a_refused_write_in_the_teacher_loses_only_the_shot_in_flight(data, clea
 
 
 def test_a_full_disk_while_training_keeps_the_last_epoch_and_resume_matches(data):
-    reference = fresh_copy(data.taught, "train-reference")
-    assert run_ussl("train", reference, *TRAIN_ARGS, "--quiet", timeout=300).returncode == 0
+    reference = data.base / "trained"     # the same training, uninterrupted
     root = fresh_copy(data.taught, "train-full")
     # The 2nd model write is the checkpoint after epoch 2.
     result = run_ussl("train", root, *TRAIN_ARGS, "--quiet", env={"USSL_FAIL_AT": "model:2:ENOSPC"}, timeout=300)
@@ -104,10 +103,7 @@ def test_a_full_disk_while_training_keeps_the_last_epoch_and_resume_matches(data
 def test_a_kill_between_checkpoint_and_state_resumes_exactly(data):
     """The checkpoint of epoch 2 renamed into place, its state not yet: resuming adopts the
     pending state instead of training epoch 2 again on top of it."""
-    reference = data.base / "train-reference"
-    if not reference.exists():
-        reference = fresh_copy(data.taught, "train-reference")
-        assert run_ussl("train", reference, *TRAIN_ARGS, "--quiet", timeout=300).returncode == 0
+    reference = data.base / "trained"
     root = fresh_copy(data.taught, "train-between")
     killed = run_ussl("train", root, *TRAIN_ARGS, "--quiet", env={"USSL_CRASH_AT": "checkpoint-saved:2"},
                       timeout=300)
@@ -215,3 +211,19 @@ def test_a_read_only_project_can_be_viewed_and_refuses_writes_in_one_line(data):
     finally:
         if mounted:
             subprocess.run(["umount", str(root)], check=True)
+
+
+def test_a_failed_write_keeps_the_previous_file_whole(tmp_path, monkeypatch):
+    """Reports, CSVs and figures go through ussl_core.atomic: the old file stays until the new
+    one is whole, and a failed write leaves nothing behind."""
+    from ussl_core.atomic import write_text_atomic
+
+    target = tmp_path / "summary.json"
+    target.write_text("the previous summary")
+    monkeypatch.setenv("USSL_FAIL_AT", "atomic-test:2:ENOSPC")
+    write_text_atomic(target, "first", point="atomic-test")
+    assert target.read_text() == "first"
+    with pytest.raises(OSError) as failed:
+        write_text_atomic(target, "second", point="atomic-test")
+    assert failed.value.errno == 28
+    assert target.read_text() == "first" and list(tmp_path.iterdir()) == [target]

@@ -19,9 +19,9 @@ KILLS = {"teacher (whole group)": 2, "teacher (parent only)": 1, "GUI job child 
          "training": 1, "segment (image folder)": 1, "segment (video)": 1}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Data:
-    return Data(tmp_path_factory.mktemp("kills"))
+@pytest.fixture
+def data(harness_data) -> Data:
+    return harness_data
 
 
 @pytest.mark.timeout(600)
