@@ -15,35 +15,34 @@ from collections import Counter
 _reached: Counter[str] = Counter()
 
 
-def crash_point(name: str) -> None:
-    spec = os.environ.get("USSL_CRASH_AT")
+def _hook_fires(variable: str, point: str) -> str | None:
+    """For `variable`="<point>:<n>[:<extra>]": the extra text ("" if none) when `point` is
+    reached for the n-th time in this process, else None."""
+    spec = os.environ.get(variable)
     if not spec:
-        return
-    point, _, nth = spec.partition(":")
-    if point != name:
-        return
-    _reached[name] += 1
-    if _reached[name] == int(nth or 1):
+        return None
+    name, _, rest = spec.partition(":")
+    if name != point:
+        return None
+    nth, _, extra = rest.partition(":")
+    _reached[f"{variable}:{point}"] += 1
+    return extra if _reached[f"{variable}:{point}"] == int(nth or 1) else None
+
+
+def crash_point(name: str) -> None:
+    if _hook_fires("USSL_CRASH_AT", name) is not None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 _ERRNO_NAMES = {"ENOSPC": errno.ENOSPC, "EROFS": errno.EROFS, "EACCES": errno.EACCES,
                 "EDQUOT": errno.EDQUOT, "EIO": errno.EIO}
-_fault_counts: Counter[str] = Counter()
 
 
 def write_fault(point: str, path: str | os.PathLike) -> None:
     """A test hook at the write layer: USSL_FAIL_AT="png:3:ENOSPC" makes the 3rd write at the
     point named "png" fail as the operating system would (OSError ENOSPC naming `path`).
     Unset in normal use, where it costs one dictionary lookup."""
-    spec = os.environ.get("USSL_FAIL_AT")
-    if not spec:
-        return
-    name, _, rest = spec.partition(":")
-    if name != point:
-        return
-    nth, _, code_name = rest.partition(":")
-    _fault_counts[point] += 1
-    if _fault_counts[point] == int(nth or 1):
+    code_name = _hook_fires("USSL_FAIL_AT", point)
+    if code_name is not None:
         code = _ERRNO_NAMES[code_name or "ENOSPC"]
         raise OSError(code, os.strerror(code), os.fspath(path))

@@ -24,7 +24,7 @@ CAUSES = {"ENOSPC": "the disk is full", "EROFS": "read-only file system", "EACCE
 TF_NOISE = ("WARNING: All log messages", "I0000", "W0000", "E0000", "To enable the following")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def data(harness_data) -> Data:
     return harness_data
 

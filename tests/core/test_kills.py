@@ -19,7 +19,7 @@ KILLS = {"teacher (whole group)": 2, "teacher (parent only)": 1, "GUI job child 
          "training": 1, "segment (image folder)": 1, "segment (video)": 1}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def data(harness_data) -> Data:
     return harness_data
 
