@@ -44,7 +44,7 @@ from ussl_core.selection import SelectionSettings, select  # noqa: E402
 from ussl_core.store import Project  # noqa: E402
 from ussl_core.teacher.runner import run_teacher  # noqa: E402
 from ussl_core.store.model_files import default_model_name, generation_models, is_trained  # noqa: E402
-from ussl_core.training import TrainingSettings, load_selection, train_student  # noqa: E402
+from ussl_core.training import TrainingSettings, train_student, training_source  # noqa: E402
 
 STUDENTS = ("lowres", "fconv", "basic_unet", "dilate_unet", "dense_unet")
 TEACHER = "videopca@g1"
@@ -97,7 +97,7 @@ def train_generation(project: Project, archs: list[str], images: int,
     data = None
     for arch in archs:
         if not is_trained(project.root, default_model_name(arch, "compact", generation)):
-            data = data or load_selection(project)
+            data = data or training_source(project, settings.input)
             run(train_student(project, arch, "compact", settings, resume=True, data=data),
                 f"g{generation} {arch}")
     if not is_trained(project.root, default_model_name("evalseg", "compact", generation)):

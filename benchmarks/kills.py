@@ -28,8 +28,8 @@ from tests.kill_harness import Data, kill_trial, random_delays, reference_run, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=20, help="kills per step (trials that end "
-                        "before their kill are repeated)")
+    parser.add_argument("--kills", type=int, default=20, help="kills per step (a trial that ends "
+                        "before its kill is repeated, at most 4 x KILLS trials a step)")
     parser.add_argument("--work", required=True, help="an empty folder for the runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--videos", type=int, default=8, help="generated videos (each one shot)")
@@ -46,7 +46,7 @@ def main() -> None:
             continue
         reference_run(scenario, data.base / "reference")
         trials = []
-        while sum(t.killed for t in trials) < args.kills and len(trials) < 3 * args.kills:
+        while sum(t.killed for t in trials) < args.kills and len(trials) < 4 * args.kills:
             delay = random_delays(scenario, 1, rng)[0]
             trials.append(kill_trial(scenario, data.base / "trial", delay))
             print(f"{scenario.name}: {asdict(trials[-1])}", file=sys.stderr, flush=True)

@@ -367,9 +367,12 @@ def kill_trial(scenario: Scenario, work: Path, delay: float) -> Trial:
     tag = uuid.uuid4().hex
     process = subprocess.Popen(scenario.command(work), env=child_env(tag), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = time.monotonic()
     try:
         process.wait(timeout=delay)
         killed = False
+        # It ended before its kill: later kills aim within this (shorter) run time.
+        scenario.seconds = min(scenario.seconds, time.monotonic() - started)
     except subprocess.TimeoutExpired:
         if scenario.whole_group:
             os.killpg(process.pid, signal.SIGKILL)

@@ -237,9 +237,10 @@ def _train(project, step: TrainStep, cancel: CancelToken) -> Iterator[Progress]:
                                step.require_checkpoint) is None]
     cap_tensorflow_threads()
     from ussl_core.evalseg import evalseg_settings, train_evalseg
-    from ussl_core.training import load_selection, train_student
+    from ussl_core.training import train_student, training_source
 
-    data = load_selection(project) if any(a != EVALSEG for a in todo) else None
+    # Loaded (or located, to be streamed) once for all the students.
+    data = training_source(project, settings.input) if any(a != EVALSEG for a in todo) else None
     for arch in archs:
         if cancel.stop_requested:   # "stop after this epoch" landed on a model's last epoch
             raise Cancelled()

@@ -29,6 +29,9 @@ from ussl_core.progress import CancelToken, Progress
 from ussl_core.settings import check, option
 from ussl_core.store import Project
 from ussl_core.store.model_files import default_model_name, model_paths, write_card
+from ussl_core.training_input import (INPUTS, TrainingData, augment_pair,  # noqa: F401 (re-exported)
+                                      epoch_batches, held_out_videos, load_selection, make_dataset,
+                                      training_source)
 
 
 LOSSES = ("mse", "bce")
@@ -61,6 +64,9 @@ class TrainingSettings:
     validation_share: float = option(0.15, "share of the videos held out for validation (and "
                                            "calibration)", low=0, high=1, high_open=True)
     seed: int = option(0, "random seed of initialisation, split and augmentation", low=0)
+    input: str = option("auto", "where training reads the pairs: memory, stream (from the store, "
+                                "for selections larger than memory), or auto (memory up to 2 GB of pairs)",
+                        choices=INPUTS)
     tensorboard: bool = option(False, "also log to PROJECT/logs/tensorboard")
     # Collapse: the predictions' spread below this share of the targets' spread, two epochs running.
     collapse_ratio: float = option(0.05, "warn of a collapse when the predictions' spread falls "
@@ -71,196 +77,6 @@ class TrainingSettings:
         if self.min_crop_fraction > self.crop_fraction:
             raise SettingsError(f"min_crop_fraction must be at most crop_fraction ({self.crop_fraction:g}), "
                                 f"not {self.min_crop_fraction:g}")
-
-
-@dataclass
-class TrainingData:
-    """Selected pairs in memory: frames (N x H x W x 3 uint8), masks (N x H x W uint8), videos."""
-    frames: np.ndarray
-    masks: np.ndarray
-    video_ids: np.ndarray
-    selection_id: int
-    producer: str
-    frame_ids: list[int] = field(default_factory=list)
-
-    def split(self, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of training and validation pairs, split by whole videos."""
-        is_val = np.isin(self.video_ids, list(held_out_videos(self.video_ids, share, seed)))
-        return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def held_out_videos(video_ids: np.ndarray, share: float, seed: int) -> set[int]:
-    """The videos kept for validation: a share of them (at least one when there are two or more)."""
-    videos = np.unique(video_ids)
-    if len(videos) < 2 or share <= 0:
-        return set()
-    n = max(1, int(round(share * len(videos))))
-    return set(np.random.default_rng(seed).permutation(videos)[:n].tolist())
-
-
-def load_selection(project: Project, selection_id: int | None = None) -> TrainingData:
-    """The (frame, soft mask) pairs of the active selection (or the one given), from the store."""
-    selection = project.active_selection() if selection_id is None else project.selection(selection_id)
-    if selection is None:
-        raise ProjectError(f"{project.root}: no selection yet; run `ussl select` first")
-    members = set(project.selection_members(selection["id"]))
-    producer_ids = sorted({p for _, p in members})
-    masks = [m for pid in producer_ids for m in project.masks(pid) if (m.frame_id, pid) in members]
-    names = {p.id: p.name for p in project.producers()}
-    producer = ", ".join(names[p] for p in producer_ids)
-    if not masks:
-        raise ProjectError(f"{project.root}: the selection is empty")
-    frames_of = {f.id: f for f in project.frames()}
-    shots = {s.id: s for s in project.shots()}
-    by_shot: dict[int, list] = {}
-    for m in masks:
-        by_shot.setdefault(m.shot_id, []).append(m)
-    frames, soft, videos, ids = [], [], [], []
-    for shot_id, group in by_shot.items():
-        shot = shots[shot_id]
-        records = list(project.read_masks(group))  # in shard order: align by record
-        frames.append(project.read_frames(
-            shot, [frames_of[m.frame_id].idx - shot.start for m, _ in records]))
-        soft += [np.rint(values * 255).astype(np.uint8) for _, values in records]
-        videos += [m.video_id for m, _ in records]
-        ids += [m.frame_id for m, _ in records]
-    return TrainingData(np.concatenate(frames), np.stack(soft), np.array(videos), selection["id"],
-                        producer, ids)
-
-
-# ----------------------------------------------------------------------------- tf.data
-def epoch_batches(count: int, batch_size: int, seed: int, shuffle: bool, prepare,
-                  first_epoch: int = 0, endless: bool = False):
-    """Batches of `prepare(epoch, index, element_seed)` over range(count): one pass (epoch
-    `first_epoch`), or with `endless` every epoch from `first_epoch` on. Each epoch is its own
-    permutation (with `shuffle`) and each element its own seed, both drawn from (seed, epoch,
-    index) alone: a run resumed at an epoch sees exactly the batches an uninterrupted run would,
-    and the parallel map's scheduling cannot change them."""
-    import tensorflow as tf
-
-    def one_epoch(epoch):
-        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
-        order = tf.range(count, dtype=tf.int64)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, seed=epoch_seed)
-        return (tf.data.Dataset.from_tensor_slices(order)
-                .map(lambda index: prepare(epoch, index,
-                                           tf.random.experimental.stateless_fold_in(epoch_seed, index)),
-                     num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(batch_size))
-
-    if endless:
-        return tf.data.Dataset.counter(first_epoch).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
-    # One pass, of a length Keras can know (its validation loop counts the batches).
-    one_pass = tf.data.Dataset.range(first_epoch, first_epoch + 1).flat_map(one_epoch)
-    return one_pass.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size))
-                          ).prefetch(tf.data.AUTOTUNE)
-
-
-def make_dataset(frames: np.ndarray, masks: np.ndarray, input_size: int, output_size: int,
-                 batch_size: int, augment: bool, settings: TrainingSettings, shuffle: bool,
-                 first_epoch: int = 0, endless: bool = False):
-    """Batches of (image float32 0..255 at input size, soft mask float32 0..1 at output size);
-    the order and augmentation of each epoch as `epoch_batches` draws them."""
-    import tensorflow as tf
-
-    frames_t, masks_t = tf.constant(frames), tf.constant(masks)
-
-    def prepare(epoch, index, element_seed):
-        image = tf.cast(tf.gather(frames_t, index), tf.float32)
-        target = tf.cast(tf.gather(masks_t, index)[..., None], tf.float32) / 255.0
-        return augment_pair(image, target, input_size, output_size, settings, augment, element_seed)
-
-    return epoch_batches(len(frames), batch_size, settings.seed, shuffle, prepare, first_epoch, endless)
-
-
-# Independent random draws of one pair's augmentation, each from its own split of the pair's seed.
-_CROP_AREA, _CROP_ASPECT, _CROP_TOP, _CROP_LEFT, _FLIP, _HUE, _SATURATION, _CONTRAST, \
-    _BRIGHTNESS, _BLUR, _BLUR_SIGMA, _GREY = range(12)
-
-
-def augment_pair(image, target, input_size: int, output_size: int, settings: TrainingSettings,
-                 augment: bool = True, seed=None):
-    """One training pair (image H x W x 3 float 0..255, target H x W x 1 in 0..1) cropped,
-    flipped, resized to the model's sizes and photometrically changed as the settings say.
-    Geometric changes apply to both; photometric ones to the image only. Every random draw is
-    stateless, from `seed` (a shape-[2] integer tensor): the same seed, the same pair."""
-    import tensorflow as tf
-
-    if augment:
-        draws = tf.random.experimental.stateless_split(
-            tf.zeros(2, tf.int64) if seed is None else seed, num=12)
-        image, target = _random_crop(image, target, settings, draws)
-        if settings.flip:
-            image, target = tf.cond(_uniform(draws, _FLIP, 0, 1) < 0.5,
-                                    lambda: (image[:, ::-1], target[:, ::-1]), lambda: (image, target))
-    image = tf.image.resize(image, (input_size, input_size), antialias=True)
-    target = tf.image.resize(target, (output_size, output_size), antialias=True)
-    if augment:
-        image = _photometric(image, settings, draws)
-    return image, target
-
-
-def _uniform(draws, which: int, low, high, dtype=None):
-    import tensorflow as tf
-
-    return tf.random.stateless_uniform((), draws[which], low, high, dtype=dtype or tf.float32)
-
-
-def _random_crop(image, target, settings: TrainingSettings, draws):
-    import tensorflow as tf
-
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    area = _uniform(draws, _CROP_AREA, settings.min_crop_fraction, settings.crop_fraction + 1e-9)
-    log_jitter = math.log1p(settings.aspect_jitter)
-    aspect = tf.exp(_uniform(draws, _CROP_ASPECT, -log_jitter, log_jitter + 1e-9))
-    crop_h = tf.clip_by_value(tf.cast(height * tf.sqrt(area / aspect), tf.int32), 1, tf.shape(image)[0])
-    crop_w = tf.clip_by_value(tf.cast(width * tf.sqrt(area * aspect), tf.int32), 1, tf.shape(image)[1])
-    top = _uniform(draws, _CROP_TOP, 0, tf.shape(image)[0] - crop_h + 1, tf.int32)
-    left = _uniform(draws, _CROP_LEFT, 0, tf.shape(image)[1] - crop_w + 1, tf.int32)
-    return (image[top:top + crop_h, left:left + crop_w],
-            target[top:top + crop_h, left:left + crop_w])
-
-
-def _photometric(image, settings: TrainingSettings, draws):
-    """Colour jitter, blur and grey on an image at the input size (cheaper than at full size)."""
-    import tensorflow as tf
-
-    jitter = settings.colour_jitter
-    if jitter > 0:
-        rgb = image / 255.0
-        rgb = tf.image.adjust_hue(rgb, _uniform(draws, _HUE, -0.1 * jitter, 0.1 * jitter))
-        rgb = tf.image.adjust_saturation(rgb, _uniform(draws, _SATURATION, 1 - jitter, 1 + jitter))
-        mean = tf.reduce_mean(rgb)
-        rgb = (rgb - mean) * _uniform(draws, _CONTRAST, 1 - jitter, 1 + jitter) + mean
-        rgb = rgb * _uniform(draws, _BRIGHTNESS, 1 - jitter, 1 + jitter)
-        image = tf.clip_by_value(rgb, 0.0, 1.0) * 255.0
-    # tf.cond rather than `if`: explicit graph branches inside the tf.data functions.
-    if settings.blur_probability > 0:
-        sigma = _uniform(draws, _BLUR_SIGMA, 0.3, 1.5)
-        image = tf.cond(_uniform(draws, _BLUR, 0, 1) < settings.blur_probability,
-                        lambda: _gaussian_blur(image, sigma), lambda: image)
-    if settings.grey_probability > 0:
-        grey = tf.repeat(tf.reduce_mean(image, axis=-1, keepdims=True), 3, axis=-1)
-        image = tf.cond(_uniform(draws, _GREY, 0, 1) < settings.grey_probability,
-                        lambda: grey, lambda: image)
-    return image
-
-
-def _gaussian_blur(image, sigma, radius: int = 3):
-    """A separable Gaussian blur of one H x W x 3 image (reflected borders)."""
-    import tensorflow as tf
-
-    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-0.5 * tf.square(offsets / sigma))
-    kernel /= tf.reduce_sum(kernel)
-    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
-    rows = tf.tile(tf.reshape(kernel, (-1, 1, 1, 1)), (1, 1, 3, 1))
-    cols = tf.tile(tf.reshape(kernel, (1, -1, 1, 1)), (1, 1, 3, 1))
-    out = tf.nn.depthwise_conv2d(padded, rows, (1, 1, 1, 1), "VALID")
-    out = tf.nn.depthwise_conv2d(out, cols, (1, 1, 1, 1), "VALID")
-    return out[0]
 
 
 def distribution_strategy():
@@ -293,34 +109,35 @@ def train_student(project: Project, arch: str, preset: str = "compact",
     if skipped:
         yield skipped
         return
-    data = data or load_selection(project)
-    train_idx, val_idx = data.split(settings.validation_share, settings.seed)
-    if len(train_idx) == 0:
+    data = data or training_source(project, settings.input)
+    train, val = data.parts(settings.validation_share, settings.seed)
+    if train.count == 0:
         raise ProjectError(f"{project.root}: no training pairs left after holding out validation videos")
     model, state = build_or_resume(paths, resume, lambda: build_model(arch, preset), settings)
     state.update(architecture=arch, preset=preset)   # an interrupted run says what it trains
     input_size = PRESETS[preset][arch]["input_size"]
     output_size = int(model.output_shape[1])
 
-    def dataset(idx, augment, shuffle, batch=settings.batch_size, endless=False):
-        return make_dataset(data.frames[idx], data.masks[idx], input_size, output_size, batch,
-                            augment, settings, shuffle, state["epoch"], endless)
+    def dataset(part, augment, shuffle, batch=settings.batch_size, endless=False):
+        return part.batches(input_size, output_size, batch, augment, settings, shuffle,
+                            state["epoch"], endless)
 
-    probe = next(iter(dataset(train_idx[:16], False, False, 16)))
+    probe = next(iter(dataset(train, False, False, 16)))
     started = time.perf_counter()
-    yield from fit_with_events(model, dataset(train_idx, True, True, endless=True),
-                               dataset(val_idx, False, False) if len(val_idx) else None,
-                               math.ceil(len(train_idx) / settings.batch_size), settings, paths,
+    yield from fit_with_events(model, dataset(train, True, True, endless=True),
+                               dataset(val, False, False) if val.count else None,
+                               math.ceil(train.count / settings.batch_size), settings, paths,
                                state, name, probe, cancel)
     card = model_card(arch, preset, generation, name, model, settings, state, time.perf_counter() - started)
     card["training_data"] = {
-        "selection_id": data.selection_id, "producer": data.producer, "pairs": len(data.frames),
-        "train_pairs": int(len(train_idx)), "validation_pairs": int(len(val_idx)),
-        "train_videos": sorted({int(v) for v in data.video_ids[train_idx]}),
-        "validation_videos": sorted({int(v) for v in data.video_ids[val_idx]})}
+        "selection_id": data.selection_id, "producer": data.producer, "pairs": data.count,
+        "train_pairs": train.count, "validation_pairs": val.count,
+        "input": "memory" if isinstance(data, TrainingData) else "stream",
+        "train_videos": sorted({int(v) for v in train.video_ids}),
+        "validation_videos": sorted({int(v) for v in val.video_ids})}
     # Calibrated on the held-out videos (the training pairs when there are none).
-    held_out = len(val_idx) > 0
-    raw, targets = predict_pairs(model, dataset(val_idx if held_out else train_idx, False, False))
+    held_out = val.count > 0
+    raw, targets = predict_pairs(model, dataset(val if held_out else train, False, False))
     slope, offset = fit_calibration(raw, targets, seed=settings.seed)
     card["calibration"] = {"slope": slope, "offset": offset, "target": "teacher mask > 0.5",
                            "fitted_on": "validation videos" if held_out else "training pairs",

@@ -381,7 +381,7 @@ def test_recipe_augmentation_scales_colours_blurs_and_greys_on_a_tiny_input() ->
     jittered = np.asarray(next(iter(plain))[0])
     assert jittered.mean(axis=(1, 2, 3)).std() > 3.0
     # Blur: a stripe pattern loses most of its contrast.
-    from ussl_core.training import _gaussian_blur
+    from ussl_core.training_input import _gaussian_blur
     stripes = np.repeat((np.indices((24, 24))[1] % 2 * 255.0)[..., None], 3, axis=2).astype(np.float32)
     blurred = np.asarray(_gaussian_blur(stripes, 1.2))
     assert blurred.shape == stripes.shape
