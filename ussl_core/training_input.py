@@ -215,6 +215,15 @@ def _epochs(one_epoch, first_epoch: int, endless: bool, batches_per_epoch: int):
                           ).prefetch(tf.data.AUTOTUNE)
 
 
+def read_rows(shard: str, name: str, rows: tuple[int, ...]) -> np.ndarray:
+    """Rows of a shard; a dense run of rows is read as one slice (HDF5 reads a list of rows one
+    selection at a time, about three times slower here)."""
+    low, high = min(rows), max(rows) + 1
+    if high - low <= 2 * len(rows):
+        return read_shard(Path(shard), name, slice(low, high))[[row - low for row in rows]]
+    return read_shard(Path(shard), name, list(rows))
+
+
 def stream_dataset(selection: StoredSelection, input_size: int, output_size: int, batch_size: int,
                    augment: bool, settings: TrainingSettings, shuffle: bool, first_epoch: int = 0,
                    endless: bool = False):
@@ -233,8 +242,8 @@ def stream_dataset(selection: StoredSelection, input_size: int, output_size: int
         shot = shots[int(index)]
         for start in range(0, len(shot.pair_ids), READ_CHUNK):
             rows = slice(start, start + READ_CHUNK)
-            frames = read_shard(Path(shot.frames_shard), "frames", list(shot.frame_rows[rows]))
-            masks = read_shard(Path(shot.masks_shard), "masks", list(shot.mask_rows[rows]))
+            frames = read_rows(shot.frames_shard, "frames", shot.frame_rows[rows])
+            masks = read_rows(shot.masks_shard, "masks", shot.mask_rows[rows])
             yield from zip(shot.pair_ids[rows], frames, masks)
 
     def shot_pairs(index):
