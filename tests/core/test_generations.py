@@ -203,7 +203,8 @@ def test_next_generation_stores_scored_candidates_and_selects(gen1: Path, gen2: 
         assert selection["generation"] == 2
         members = project.selection_members(selection["id"])
         assert len(members) == n_frames          # top 50 % of 2 students x n_frames candidates
-        assert {producers[n].id for n in STUDENT_NAMES} == {p for _, p in members}
+        # Candidates of the students only (whose masks rate best depends on the tiny models).
+        assert {p for _, p in members} <= {producers[n].id for n in STUDENT_NAMES}
         # The kept candidates are the best rated ones.
         all_scores = sorted((m.score for records in masks.values() for m in records), reverse=True)
         kept = {(m.frame_id, m.producer_id): m.score for records in masks.values() for m in records}
@@ -219,7 +220,7 @@ def test_train_after_next_generation_is_generation_2(gen1: Path, gen2: dict) -> 
     card = json.loads((gen1 / "models" / "g2_lowres_compact.json").read_text())
     assert card["generation"] == 2 and card["name"] == "g2_lowres_compact"
     producers = set(card["training_data"]["producer"].split(", "))
-    assert producers == STUDENT_NAMES
+    assert producers and producers <= STUDENT_NAMES   # the students whose candidates were kept
     assert (gen1 / "models" / "g2_lowres_compact.keras").exists()
     # Generation 1's models are still there, untouched.
     assert all((gen1 / "models" / f"{n}.keras").exists() for n in STUDENT_NAMES)
