@@ -220,19 +220,19 @@ def test_stop_after_the_epoch_keeps_it_and_resume_finishes(project_root: Path) -
     token = CancelToken()
     seen = []
     with Project.open(project_root, write=True) as project:
-        events = train_student(project, "basic_unet", "compact", TrainingSettings(epochs=3, batch_size=8),
-                               name="stopped_unet", cancel=token)
+        events = train_student(project, "lowres", "compact", TrainingSettings(epochs=3, batch_size=8),
+                               name="stopped_lowres", cancel=token)
         with pytest.raises(Cancelled):
             for event in events:
                 seen.append(event.metrics.get("event"))
                 token.stop_at_boundary()     # asked during the first epoch
-        paths = model_paths(project.root, "stopped_unet")
+        paths = model_paths(project.root, "stopped_lowres")
         # The whole first epoch ran and was checkpointed; then it stopped.
         assert seen.count("epoch") == 1 and seen[-1] == "stopped"
         assert json.loads(paths["state"].read_text())["epoch"] == 1
         assert not paths["model"].exists()
-        resumed = list(train_student(project, "basic_unet", "compact",
-                                     TrainingSettings(epochs=3, batch_size=8), name="stopped_unet",
+        resumed = list(train_student(project, "lowres", "compact",
+                                     TrainingSettings(epochs=3, batch_size=8), name="stopped_lowres",
                                      resume=True))
     assert [e.metrics["epoch"] for e in resumed if e.metrics.get("event") == "epoch"] == [2, 3]
     assert json.loads(paths["card"].read_text())["epochs"] == 3
@@ -240,10 +240,10 @@ def test_stop_after_the_epoch_keeps_it_and_resume_finishes(project_root: Path) -
     # The resumed run's batches and augmentation are those of an uninterrupted run (drawn from
     # the seed, the epoch and the pair alone), so it ends with exactly the same weights.
     with Project.open(project_root, write=True) as project:
-        list(train_student(project, "basic_unet", "compact", TrainingSettings(epochs=3, batch_size=8),
-                           name="uninterrupted_unet"))
+        list(train_student(project, "lowres", "compact", TrainingSettings(epochs=3, batch_size=8),
+                           name="uninterrupted_lowres"))
     stopped, whole = (load_model(model_paths(project_root, n)["model"]).get_weights()
-                      for n in ("stopped_unet", "uninterrupted_unet"))
+                      for n in ("stopped_lowres", "uninterrupted_lowres"))
     assert len(stopped) == len(whole)
     for a, b in zip(stopped, whole):
         np.testing.assert_array_equal(a, b)
