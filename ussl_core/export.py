@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ussl_core.atomic import atomic_path
 from ussl_core.diskspace import ensure_space
 from ussl_core.errors import UsslError, describe_os_error
 from ussl_core.postprocess import upsample_mask
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.store import Project
-from ussl_core.testhooks import write_fault
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -26,15 +25,12 @@ def write_png(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise UsslError(f"{path}: could not encode the PNG")
-    tmp = path.with_name(f".{path.name}.tmp")   # never a half-written PNG under the final name
     ensure_space(path.parent, data.nbytes, f"the image {path.name}")
     try:
-        write_fault("png", tmp)
-        data.tofile(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, "png") as tmp:   # never a half-written PNG under the final name
+            data.tofile(tmp)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UsslError(describe_os_error(OSError(exc.errno, exc.strerror, str(path)))) from None
+        raise UsslError(describe_os_error(exc)) from None
 
 
 def soft_to_uint8(soft: np.ndarray) -> np.ndarray:

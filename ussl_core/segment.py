@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ussl_core.atomic import atomic_path, write_text_atomic
 from ussl_core.diskspace import ensure_space
 from ussl_core.errors import MediaError, UsslError, describe_os_error
 from ussl_core.export import soft_to_uint8, write_png
@@ -104,19 +105,15 @@ def write_boxes(folder: Path, boxes: dict[str, list]) -> list[Path]:
     """folder/boxes.json ({stem: [[x0, y0, x1, y1], ...]}) and boxes.csv, written atomically."""
     json_path, csv_path = folder / "boxes.json", folder / "boxes.csv"
     try:
-        tmp = json_path.with_suffix(".json.tmp")
-        write_fault("boxes", tmp)
-        tmp.write_text(json.dumps({k: [list(b) for b in v] for k, v in boxes.items()}, indent=1))
-        os.replace(tmp, json_path)
-        tmp = csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        write_text_atomic(json_path, json.dumps({k: [list(b) for b in v] for k, v in boxes.items()},
+                                                indent=1), point="boxes")
+        with atomic_path(csv_path, "boxes") as tmp, tmp.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image", "x0", "y0", "x1", "y1"])
             for stem, items in boxes.items():
                 writer.writerows([stem, *box] for box in items)
-        os.replace(tmp, csv_path)
     except OSError as exc:
-        raise UsslError(describe_os_error(OSError(exc.errno, exc.strerror, str(folder / "boxes.json")))) from None
+        raise UsslError(describe_os_error(exc)) from None
     return [json_path, csv_path]
 
 
@@ -162,8 +159,8 @@ def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
 
 def remove_leftovers(out: Path) -> None:
     """Delete what a killed run left under this module's temporary names (a partial overlay
-    video, a PNG or box file never renamed into place)."""
-    for pattern in (".*.partial.*", ".*.png.tmp", "boxes.*.tmp"):
+    video, a PNG or box file never renamed into place: ussl_core.atomic's `.<name>.tmp`)."""
+    for pattern in (".*.partial.*", ".*.tmp"):
         for path in out.glob(pattern):
             path.unlink(missing_ok=True)
 

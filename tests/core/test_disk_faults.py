@@ -225,5 +225,5 @@ def test_a_failed_write_keeps_the_previous_file_whole(tmp_path, monkeypatch):
     assert target.read_text() == "first"
     with pytest.raises(OSError) as failed:
         write_text_atomic(target, "second", point="atomic-test")
-    assert failed.value.errno == 28
+    assert failed.value.errno == 28 and failed.value.filename == str(target)   # the file asked for
     assert target.read_text() == "first" and list(tmp_path.iterdir()) == [target]

@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from ussl_core.testhooks import write_fault
+from ussl_core.atomic import write_text_atomic
 
 MODELS_FOLDER = "models"
 MODEL_SUFFIX = ".keras"
@@ -72,10 +72,7 @@ def read_card(model: Path) -> dict:
 def write_card(model: Path, card: dict) -> Path:
     """Write a model's card atomically (a temporary name, then a rename)."""
     target = card_path(model)
-    tmp = target.with_suffix(".tmp")
-    write_fault("card", tmp)
-    tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    os.replace(tmp, target)
+    write_text_atomic(target, json.dumps(card, indent=2, default=str) + "\n", point="card")
     return target
 
 
