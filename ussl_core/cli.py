@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ussl_core import __version__
 from ussl_core.errors import SettingsError, UsslError, describe_catalog_error, describe_os_error
-from ussl_core.progress import Cancelled, Progress
+from ussl_core.progress import Cancelled, LineProgress, Progress
 from ussl_core.settings import field_help
 from ussl_core.store.catalog import CatalogError
 from ussl_core.store.project import CATALOG_NAME
@@ -32,9 +32,12 @@ _UNITS = {"teacher": "frame", "export": "mask", "add": "source"}
 
 
 def drive(events: Iterator[Progress], log: Path | None = None, quiet: bool = False) -> Progress | None:
-    """Run a step's progress generator with a tqdm bar; append its messages to the job log."""
+    """Run a step's progress generator with a tqdm bar on a terminal, or (a batch job's output
+    file: no terminal) a plain line now and then; append its messages to the job log."""
     from tqdm import tqdm
 
+    batch_log = not sys.stderr.isatty()
+    lines = LineProgress(sys.stderr, float(os.environ.get("USSL_PROGRESS_SECONDS", "30")))
     bar = None
     last = None
     stage = None
@@ -46,6 +49,9 @@ def drive(events: Iterator[Progress], log: Path | None = None, quiet: bool = Fal
                 log_file.write(f"{event.done}/{event.total} {event.message}\n")
                 log_file.flush()
             if quiet:
+                continue
+            if batch_log:
+                lines.show(event, _UNITS.get(event.stage, "step"))
                 continue
             if bar is not None and event.stage != stage:   # a new stage: a bar of its own
                 bar.close()
@@ -61,6 +67,8 @@ def drive(events: Iterator[Progress], log: Path | None = None, quiet: bool = Fal
     finally:
         if bar is not None:
             bar.close()
+        if batch_log and not quiet:
+            lines.finish()
         if log_file:
             log_file.close()
     return last
@@ -202,7 +210,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         raise SettingsError(f"--settings is not valid JSON ({exc})") from None
     if args.discard_decisions and not args.replace:
         raise SettingsError("--discard-decisions goes with --replace")
-    step = TeacherStep(args.teacher, settings, args.workers, args.replace, args.discard_decisions)
+    step = TeacherStep(args.teacher, settings, args.workers, args.replace, args.discard_decisions,
+                       args.cluster)
     events = run_in_project(args, step, args.quiet)
     last = last_of(events, "teacher")
     rate = last.metrics.get("frames_per_s") if last else None
@@ -354,6 +363,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    from ussl_core.cluster import parse_cluster
     from ussl_core.segment import SegmentSettings, is_model_or_project, segment_paths
 
     inputs = [Path(p) for p in args.inputs]
@@ -363,8 +373,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         model, inputs = inputs[0], inputs[1:]
     settings = SegmentSettings(method=args.ensemble, flip_average=args.flip_average,
                                threshold=args.threshold)
-    last = drive(segment_paths(model, inputs, Path(args.out), settings, args.boxes, args.grabcut),
-                 None, args.quiet)
+    cluster = parse_cluster(args.cluster) if args.cluster else None
+    last = drive(segment_paths(model, inputs, Path(args.out), settings, args.boxes, args.grabcut,
+                               cluster=cluster), None, args.quiet)
     print(f"wrote {last.done if last else 0} masks to {args.out}"
           + ("" if model else " (with the models shipped with ussl)"))
     return 0
@@ -401,7 +412,8 @@ def cmd_next_generation(args: argparse.Namespace) -> int:
     from ussl_core.steps import NextGenerationStep
 
     rule = dataclasses.asdict(keep_rule_from_args(GenerationSettings, args))
-    step = NextGenerationStep(tuple(args.add or ()), args.davis, args.images, rule, args.teacher, args.workers)
+    step = NextGenerationStep(tuple(args.add or ()), args.davis, args.images, rule, args.teacher, args.workers,
+                              args.cluster)
     events = run_in_project(args, step, args.quiet)
     print(events[-1].message if events else "")
     return 0
@@ -414,6 +426,25 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def cluster_address(text: str) -> str:
+    """An argparse type: a Dask scheduler's address or local[:N], checked (kept as text)."""
+    from ussl_core.cluster import parse_cluster
+
+    try:
+        parse_cluster(text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--cluster {text.strip()}: ")) from None
+    return text.strip()
+
+
+def add_cluster_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--cluster", type=cluster_address, default=os.environ.get("USSL_CLUSTER") or None,
+                   metavar="ADDRESS|local[:N]",
+                   help=f"run {what} on Dask: a running scheduler (tcp://host:8786) or a LocalCluster "
+                        "of N worker processes (default: $USSL_CLUSTER, else this machine's process "
+                        "pool; docs/scale-out.md)")
 
 
 def at_least_one(text: str) -> int:
@@ -525,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default="videopca", choices=list(TEACHERS))
     p.add_argument("--workers", type=at_least_one, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes (default: the number of cores)")
+    add_cluster_flag(p, "the shots")
     p.add_argument("--settings", metavar="JSON", help='teacher settings, e.g. \'{"n_components": 5}\'')
     p.add_argument("--replace", action="store_true",
                    help="discard this teacher's existing masks (and its selections) and compute them "
@@ -605,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="students: this generation's own (default); builtin: the models shipped "
                         "with ussl become generation 1 first, so nothing needs training")
     p.add_argument("--workers", type=at_least_one, default=os.cpu_count() or 1, metavar="N")
+    add_cluster_flag(p, "new frames, the candidates and their scores")
     p.add_argument("--quiet", action="store_true")
 
     p = command("models", cmd_models, "every architecture with its sizes and parameter count")
@@ -629,6 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", action="store_true", help="also write DIR/boxes.json and DIR/boxes.csv")
     p.add_argument("--grabcut", action="store_true",
                    help="also write each image's cut-out by GrabCut, seeded by its mask (<name>.cutout.png)")
+    add_cluster_flag(p, "batches of images and each video")
     p.add_argument("--quiet", action="store_true")
 
     p = command("demo", cmd_demo, "run the method end to end on the embedded sample (or given videos)")

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ussl_core.cluster import ClusterSpec, DaskPool, open_pool
 from ussl_core.errors import ProjectError, SettingsError
-from ussl_core.store.model_files import generation_models, trained_cards
+from ussl_core.store.model_files import generation_models, read_card, trained_cards
 from ussl_core.ingest import SourceSpec, add_sources
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.selection import (DEFAULT_TOP_PERCENT, THRESHOLD_RANGE, TOP_PERCENT_RANGE, kept_by_score,
                                  settle_keep_rule)
 from ussl_core.settings import option
 from ussl_core.store import Project
-from ussl_core.store.shards import commit_shard, write_shard
+from ussl_core.store.shards import commit_shard, read_shard, write_shard
 from ussl_core.teacher.runner import store_frames
 
 
@@ -63,8 +65,10 @@ TEACHERS = ("students", "builtin")
 
 def next_generation(project: Project, add: list[SourceSpec] | None = None,
                     settings: GenerationSettings = GenerationSettings(), workers: int | None = None,
-                    cancel: CancelToken | None = None, teacher: str = "students") -> Iterator[Progress]:
+                    cancel: CancelToken | None = None, teacher: str = "students",
+                    cluster: ClusterSpec | None = None) -> Iterator[Progress]:
     """Make the current generation's students the teacher of the next one; ready to train.
+    `cluster`: new frames, candidates and their scores are computed on Dask workers.
 
     teacher "builtin": the models shipped with ussl become the project's generation 1 first
     (`builtin.install_as_teacher`), so a project reaches generation 2 without training."""
@@ -87,46 +91,109 @@ def next_generation(project: Project, add: list[SourceSpec] | None = None,
                            "the candidates; train it with `ussl evalseg`")
     if add:
         yield from add_sources(project, add, cancel=cancel)
-    yield from store_frames(project, workers, cancel)
-    yield from student_candidates(project, students, evalseg, generation, settings.batch, cancel)
+    media = sorted({str(project.abspath(v.source).parent) for v in project.videos()})
+    with open_pool(cluster, [project.root, *media], project.root / "arrays") as pool:
+        if pool:
+            yield pool.progress(0, 1, "candidates")
+        yield from store_frames(project, workers, cancel, pool)
+        yield from student_candidates(project, students, evalseg, generation, settings.batch, cancel, pool)
     result = select_candidates(project, generation, settings)
     project.set_meta("generation", str(generation + 1))
     yield Progress(1, 1, f"generation {generation + 1}: {result} candidates selected; "
                    "train its students with `ussl train`", stage="generation")
 
 
-def student_candidates(project: Project, students, evalseg, generation: int, batch: int,
-                       cancel: CancelToken | None = None) -> Iterator[Progress]:
-    """Every student's mask of every stored frame, scored by EvalSeg-Net, as stored masks."""
-    from ussl_core.ensemble import resize_mask
-    from ussl_core.predict import Segmenter
+@dataclass(frozen=True)
+class CandidateTask:
+    """One shot's candidates, for a Dask worker: every student's mask of every frame, scored."""
+    shot_id: int
+    frames_shard: str
+    students: tuple[str, ...]              # model paths
+    evalseg: str
+    size: tuple[int, int]                  # the project's working size (width, height)
+    batch: int
+    targets: tuple[tuple[str, str], ...]   # (student name, its mask shard's final path)
 
-    segmenter = Segmenter(students, evalseg)
-    producers = {s.name: project.ensure_producer(s.name, "student", generation,
-                                                 {"model": str(s.path.name)})
-                 for s in segmenter.students}
+
+def shot_candidates(segmenter, frames: np.ndarray, size: tuple[int, int], batch: int,
+                    cancel: CancelToken | None = None) -> dict[str, tuple[np.ndarray, list[float]]]:
+    """{student name: (its uint8 masks of the frames at `size`, EvalSeg-Net's scores of them)}."""
+    from ussl_core.ensemble import resize_mask
+
+    masks: dict[str, list] = {s.name: [] for s in segmenter.students}
+    scores: dict[str, list] = {s.name: [] for s in segmenter.students}
+    for start in range(0, len(frames), batch):
+        if cancel:
+            cancel.raise_if_cancelled()
+        chunk = list(frames[start:start + batch])
+        for image, student_masks in zip(chunk, segmenter.student_masks(chunk)):
+            rated = segmenter.evalseg_scores(image, student_masks)
+            for name, mask in student_masks.items():
+                masks[name].append(np.rint(resize_mask(mask, size) * 255).astype(np.uint8))
+                scores[name].append(rated[name])
+    return {name: (np.stack(masks[name]), scores[name]) for name in masks}
+
+
+_worker_segmenter: dict = {}   # a Dask worker keeps one generation's models loaded
+
+
+def compute_candidates(task: CandidateTask) -> tuple[int, dict[str, tuple[str, list[float]]]]:
+    """A Dask worker's body: one shot's candidates written under this attempt's temporary names;
+    returns (shot id, {student name: (temporary shard, scores)})."""
+    from ussl_core.cluster import new_attempt
+    from ussl_core.predict import Segmenter
+    from ussl_core.steps import cap_tensorflow_threads
+
+    key = (task.students, task.evalseg)
+    if key not in _worker_segmenter:
+        cap_tensorflow_threads()
+        _worker_segmenter.clear()
+        _worker_segmenter[key] = Segmenter([Path(p) for p in task.students], Path(task.evalseg))
+    frames = read_shard(Path(task.frames_shard), "frames")
+    attempt, targets = new_attempt(), dict(task.targets)
+    return task.shot_id, {
+        name: (str(write_shard(Path(targets[name]), "masks", masks, compress=True, attempt=attempt)), scores)
+        for name, (masks, scores) in shot_candidates(_worker_segmenter[key], frames, task.size,
+                                                     task.batch).items()}
+
+
+def candidate_label(task: CandidateTask) -> str:
+    return f"candidates-shot-{task.shot_id}"
+
+
+def student_candidates(project: Project, students, evalseg, generation: int, batch: int,
+                       cancel: CancelToken | None = None, pool: DaskPool | None = None) -> Iterator[Progress]:
+    """Every student's mask of every stored frame, scored by EvalSeg-Net, as stored masks; in
+    this process, or shot by shot on a connected Dask `pool`."""
+    names = {Path(p): read_card(Path(p)).get("name", Path(p).stem) for p in students}
+    producers = {name: project.ensure_producer(name, "student", generation, {"model": path.name})
+                 for path, name in names.items()}
     shots = [s for s in project.shots() if s.frames_shard]
     completed = [project.completed_shots(p) for p in producers.values()]
     todo = [s for s in shots if any(s.id not in done_shots for done_shots in completed)]
     total, done = sum(s.length for s in todo), 0
-    width, height = project.working_size
-    for shot in todo:
-        frames = project.read_frames(shot)
-        masks = {name: [] for name in producers}
-        scores = {name: [] for name in producers}
-        for start in range(0, len(frames), batch):
-            if cancel:
-                cancel.raise_if_cancelled()
-            chunk = list(frames[start:start + batch])
-            for image, student_masks in zip(chunk, segmenter.student_masks(chunk)):
-                rated = segmenter.evalseg_scores(image, student_masks)
-                for name, mask in student_masks.items():
-                    masks[name].append(np.rint(resize_mask(mask, (width, height)) * 255).astype(np.uint8))
-                    scores[name].append(rated[name])
-        for name, producer_id in producers.items():
-            target = project.mask_shard_path(name, shot.id)
-            shard = commit_shard(write_shard(target, "masks", np.stack(masks[name]), compress=True))
-            project.commit_shot_masks(producer_id, shot, shard, scores[name])
+    by_id = {s.id: s for s in todo}
+    if pool is None:
+        from ussl_core.predict import Segmenter
+
+        segmenter = Segmenter(students, evalseg)
+        results = ((shot.id, {name: (commit_shard(write_shard(project.mask_shard_path(name, shot.id), "masks",
+                                                             masks, compress=True)), scores)
+                              for name, (masks, scores) in shot_candidates(
+                                  segmenter, project.read_frames(shot), project.working_size, batch,
+                                  cancel).items()})
+                   for shot in todo)
+    else:
+        tasks = [CandidateTask(s.id, str(project.abspath(s.frames_shard)), tuple(map(str, students)),
+                               str(evalseg), project.working_size, batch,
+                               tuple((name, str(project.mask_shard_path(name, s.id))) for name in producers))
+                 for s in todo]
+        results = ((shot_id, {name: (commit_shard(Path(tmp)), scores) for name, (tmp, scores) in made.items()})
+                   for shot_id, made in pool.map_unordered(compute_candidates, tasks, candidate_label, cancel))
+    for shot_id, made in results:
+        shot = by_id[shot_id]
+        for name, (shard, scores) in made.items():
+            project.commit_shot_masks(producers[name], shot, shard, scores)
         done += shot.length
         yield Progress(done, total, f"student candidates, shot {shot.id}", stage="candidates")
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from ussl_core.atomic import atomic_path, write_text_atomic
+from ussl_core.cluster import ClusterSpec, open_pool
 from ussl_core.diskspace import ensure_space
 from ussl_core.errors import MediaError, UsslError, describe_os_error
 from ussl_core.export import soft_to_uint8, write_png
@@ -119,42 +120,101 @@ def write_boxes(folder: Path, boxes: dict[str, list]) -> list[Path]:
 
 def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
                   settings: SegmentSettings = SegmentSettings(), boxes: bool = False,
-                  grabcut: bool = False, cancel: CancelToken | None = None) -> Iterator[Progress]:
+                  grabcut: bool = False, cancel: CancelToken | None = None,
+                  cluster: ClusterSpec | None = None) -> Iterator[Progress]:
     """Write OUT/<stem>.png (8-bit soft mask at the input's size) for every image, with `grabcut`
     its GrabCut cut-out OUT/<stem>.cutout.png, an overlay video OUT/<stem>.overlay.mp4 for every
     video, and with `boxes` OUT/boxes.json and boxes.csv (the Predict panel's export writes the
     same files). Inputs of the same name get _2, _3 ... The models: a .keras file, a project's
-    latest generation, or (None) the ones shipped with ussl."""
+    latest generation, or (None) the ones shipped with ussl. `cluster`: batches of images and
+    each video are segmented on Dask workers, which write their outputs into OUT (shared)."""
     images, videos = _expand(inputs)
     stems = output_stems(images + videos)
-    segmenter = load_segmenter(model_or_project, settings.flip_average)
-    method = settings.method
+    # Loaded first: a model that does not load is refused before OUT is made.
+    segmenter = load_segmenter(model_or_project, settings.flip_average) if cluster is None else None
+    model = str(model_or_project.resolve()) if model_or_project is not None else None
+    chunk = BATCH if cluster is None else CLUSTER_CHUNK
+    tasks = [SegmentTask(model, settings, tuple((str(p.resolve()), stems[p]) for p in images[i:i + chunk]),
+                         None, str(out.resolve()), boxes, grabcut)
+             for i in range(0, len(images), chunk)]
+    tasks += [SegmentTask(model, settings, (), (str(v.resolve()), stems[v]), str(out.resolve()), boxes, grabcut)
+              for v in videos]
     out.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
     all_boxes: dict[str, list] = {}
-    done = 0
-    total = len(images) + len(videos)
-    for start in range(0, len(images), BATCH):
+    done, total = 0, len(images) + len(videos)
+    shared = [out, *{Path(p).parent for task in tasks for p, _ in task.images}, *videos]
+    with open_pool(cluster, shared + ([model_or_project] if model_or_project else [])) as pool:
+        if pool:
+            yield pool.progress(0, total, "segment")
+            results = pool.map_unordered(run_segment_task, tasks, segment_label, cancel)
+        else:
+            results = (_segment_task(segmenter, task, cancel) for task in tasks)
+        for task, found in results:
+            all_boxes.update(found)
+            done += len(task.images) or 1
+            yield Progress(done, total, Path(task.video[0] if task.video else task.images[-1][0]).name,
+                           stage="segment")
+    if boxes:   # in input order, whatever order the units finished in
+        write_boxes(out, {stems[p]: all_boxes[stems[p]] for p in images})
+
+
+CLUSTER_CHUNK = 4 * BATCH   # images per unit of work on a cluster
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """A unit of `segment_paths`: some images, or one video."""
+    model: str | None   # .keras file, project or models folder; None: the built-in models
+    settings: SegmentSettings
+    images: tuple[tuple[str, str], ...]   # (path, output stem)
+    video: tuple[str, str] | None
+    out: str
+    boxes: bool
+    grabcut: bool
+
+
+def segment_label(task: SegmentTask) -> str:
+    return "segment-" + Path(task.video[0] if task.video else task.images[0][0]).stem
+
+
+def _segment_task(segmenter, task: SegmentTask, cancel: CancelToken | None = None
+                  ) -> tuple[SegmentTask, dict[str, list]]:
+    """Outputs of one unit written into its folder; returns it with {stem: boxes} of its images."""
+    out, method, found = Path(task.out), task.settings.method, {}
+    if task.video:
+        _segment_video(segmenter, Path(task.video[0]), out / f"{task.video[1]}.overlay.mp4", method, cancel)
+        return task, found
+    for start in range(0, len(task.images), BATCH):
         if cancel:
             cancel.raise_if_cancelled()
-        paths = images[start:start + BATCH]
-        pictures = [read_image(p) for p in paths]
-        for path, picture, result in zip(paths, pictures, segmenter.segment(pictures, method)):
+        batch = task.images[start:start + BATCH]
+        pictures = [read_image(Path(p)) for p, _ in batch]
+        for (_, stem), picture, result in zip(batch, pictures, segmenter.segment(pictures, method)):
             mask = result.mask
-            write_png(out / f"{stems[path]}.png", soft_to_uint8(mask))
-            if grabcut:
-                write_png(out / f"{stems[path]}.cutout.png", grabcut_cutout(picture, mask))
-            if boxes:
-                all_boxes[stems[path]] = [list(b) for b in boxes_from_mask(
-                    mask, None, BoxSettings(threshold=settings.threshold, mode="all"))]
-            done += 1
-        yield Progress(done, total, paths[-1].name, stage="segment")
-    for video in videos:
-        _segment_video(segmenter, video, out / f"{stems[video]}.overlay.mp4", method, cancel)
-        done += 1
-        yield Progress(done, total, video.name, stage="segment")
-    if boxes:
-        write_boxes(out, all_boxes)
+            write_png(out / f"{stem}.png", soft_to_uint8(mask))
+            if task.grabcut:
+                write_png(out / f"{stem}.cutout.png", grabcut_cutout(picture, mask))
+            if task.boxes:
+                found[stem] = [list(b) for b in boxes_from_mask(
+                    mask, None, BoxSettings(threshold=task.settings.threshold, mode="all"))]
+    return task, found
+
+
+_worker_segmenter: dict = {}   # a Dask worker keeps the models of its last task loaded
+
+
+def run_segment_task(task: SegmentTask) -> tuple[SegmentTask, dict[str, list]]:
+    """A Dask worker's body."""
+    from ussl_core.steps import cap_tensorflow_threads
+
+    key = (task.model, task.settings.flip_average)
+    if key not in _worker_segmenter:
+        cap_tensorflow_threads()
+        _worker_segmenter.clear()
+        _worker_segmenter[key] = load_segmenter(Path(task.model) if task.model else None,
+                                                task.settings.flip_average)
+    return _segment_task(_worker_segmenter[key], task)
 
 
 def remove_leftovers(out: Path) -> None:

@@ -39,6 +39,7 @@ class TeacherStep:
     workers: int | None = None
     replace: bool = False              # discard the teacher's masks first
     discard_decisions: bool = False    # and the human decisions on them (else refused while any exist)
+    cluster: str | None = None         # a Dask scheduler's address or local[:N] (ussl_core.cluster)
     kind = "teacher"
 
 
@@ -83,6 +84,7 @@ class NextGenerationStep:
     settings: dict = field(default_factory=dict)   # GenerationSettings fields
     teacher: str = "students"                      # or "builtin": the shipped models first
     workers: int | None = None
+    cluster: str | None = None                     # a Dask scheduler's address or local[:N]
     kind = "next_generation"
 
 
@@ -119,7 +121,16 @@ def step_from_spec(spec: dict[str, Any]) -> Step:
     except TypeError as exc:
         raise SettingsError(f"{kind} step: {exc}") from None
     settings_of(step)   # validated now, before any work
+    cluster_of(step)
     return step
+
+
+def cluster_of(step: Step):
+    """The step's Dask cluster (ussl_core.cluster.ClusterSpec), or None: this machine."""
+    from ussl_core.cluster import parse_cluster
+
+    address = getattr(step, "cluster", None)
+    return parse_cluster(address) if address else None
 
 
 def settings_of(step: Step):
@@ -185,7 +196,7 @@ def _teacher(project, step: TeacherStep, cancel: CancelToken) -> Iterator[Progre
     from ussl_core.teacher.runner import producer_name, run_teacher
 
     yield from run_teacher(project, step.teacher, step.settings, step.workers, step.replace, cancel,
-                           step.discard_decisions)
+                           step.discard_decisions, cluster_of(step))
     # Measured here, in the step's process, rather than by the Audit panel in the GUI's.
     if any(frame.gt_path for frame in project.frames()) and not cancel.cancelled:
         yield Progress(0, 1, "measuring the masks against ground truth", stage="purity")
@@ -271,7 +282,7 @@ def _next_generation(project, step: NextGenerationStep, cancel: CancelToken) -> 
 
     cap_tensorflow_threads()
     yield from next_generation(project, _sources(step), settings_of(step), step.workers, cancel,
-                               teacher=step.teacher)
+                               teacher=step.teacher, cluster=cluster_of(step))
 
 
 def _repair(project, step: RepairStep, cancel: CancelToken) -> Iterator[Progress]:

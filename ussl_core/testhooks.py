@@ -1,7 +1,8 @@
 """Crash points and write faults for the crash-safety and disk-fault tests.
 
 `USSL_CRASH_AT="shard-write:2"` kills the process (SIGKILL, no cleanup) the 2nd time the
-point named "shard-write" is reached. Unset in normal use, where `crash_point` costs one
+point named "shard-write" is reached; `USSL_SLOW_AT="shard-write:1:30"` sleeps 30 s there
+instead. Unset in normal use, where `crash_point` costs one
 dictionary lookup.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 from collections import Counter
 
 _reached: Counter[str] = Counter()
@@ -32,6 +34,9 @@ def _hook_fires(variable: str, point: str) -> str | None:
 def crash_point(name: str) -> None:
     if _hook_fires("USSL_CRASH_AT", name) is not None:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = _hook_fires("USSL_SLOW_AT", name)   # "<point>:<n>:<seconds>": a process caught mid-work
+    if pause:
+        time.sleep(float(pause))
 
 
 _ERRNO_NAMES = {"ENOSPC": errno.ENOSPC, "EROFS": errno.EROFS, "EACCES": errno.EACCES,

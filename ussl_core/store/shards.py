@@ -19,6 +19,7 @@ from ussl_core.diskspace import ensure_space
 from ussl_core.testhooks import crash_point, write_fault
 
 TMP_SUFFIX = ".tmp"
+ATTEMPT_MARK = ".attempt-"
 
 
 class ShardError(UsslError):
@@ -34,11 +35,13 @@ class ShardError(UsslError):
 
 
 def write_shard(final_path: Path, name: str, array: np.ndarray, attrs: dict | None = None,
-                compress: bool = False) -> Path:
-    """Write `array` to `final_path + .tmp`; return the temporary path (see `commit_shard`)."""
+                compress: bool = False, attempt: str | None = None) -> Path:
+    """Write `array` to `final_path + .tmp` (with `attempt`, `final_path.attempt-<attempt>.tmp`,
+    a name of that attempt's own); return the temporary path (see `commit_shard`)."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final_path.with_name(final_path.name + TMP_SUFFIX)
+    own = f"{ATTEMPT_MARK}{attempt}" if attempt else ""
+    tmp = final_path.with_name(final_path.name + own + TMP_SUFFIX)
     ensure_space(final_path.parent, array.nbytes, f"the shard {final_path.name}")
     # HDF5 builds the file in memory and Python writes its bytes: HDF5 itself never meets a
     # full or read-only disk (it can crash the process while closing a file it failed to
@@ -71,7 +74,7 @@ def write_shard(final_path: Path, name: str, array: np.ndarray, attrs: dict | No
 def commit_shard(tmp_path: Path) -> Path:
     """Atomically move a complete temporary shard to its final name."""
     tmp_path = Path(tmp_path)
-    final = tmp_path.with_name(tmp_path.name[: -len(TMP_SUFFIX)])
+    final = tmp_path.with_name(tmp_path.name[: -len(TMP_SUFFIX)].split(ATTEMPT_MARK)[0])
     os.replace(tmp_path, final)
     return final
 
@@ -94,11 +97,15 @@ def read_shard(path: Path, name: str, rows: slice | list[int] | int | None = Non
         raise ShardError(path, f"corrupt or unreadable ({first})") from None
 
 
-def remove_temporaries(folder: Path) -> int:
-    """Delete leftovers of killed writes under `folder`; returns how many were removed."""
+def remove_temporaries(folder: Path, attempts_only: bool = False) -> int:
+    """Delete leftovers of killed writes under `folder` (`attempts_only`: only those of cluster
+    attempts, `*.attempt-<token>.tmp`, which a finished cluster run removes); returns how many
+    were removed."""
     removed = 0
+    folder = Path(folder)
     if folder.exists():
-        for tmp in folder.rglob("*" + TMP_SUFFIX):
+        for tmp in folder.rglob(f"*{ATTEMPT_MARK}*{TMP_SUFFIX}" if attempts_only else f"*{TMP_SUFFIX}"):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+

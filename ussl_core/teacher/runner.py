@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ussl_core.cluster import ClusterSpec, DaskPool, new_attempt, open_pool
 from ussl_core.errors import ProjectError, UsslError
 from ussl_core.media import open_source
 from ussl_core.progress import CancelToken, Progress
@@ -36,7 +37,7 @@ PR_SET_PDEATHSIG = 1   # prctl option: a signal for this process when its parent
 # glibc malloc: keep freed memory instead of unmapping it. Each shot allocates ~100 MB arrays;
 # with the defaults every shot page-faults them in afresh, which doubled VideoPCA's time
 # (6.8 vs 3.1 ms per 300x300 frame, measured on DAVIS).
-_WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "MALLOC_MMAP_THRESHOLD_": str(2**31 - 1), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1),
                "MALLOC_TOP_PAD_": str(512 * 2**20)}
 
@@ -68,8 +69,9 @@ def producer_name(teacher: str, generation: int = GENERATION) -> str:
     return f"{teacher}@g{generation}"
 
 
-def compute_shot(task: ShotTask) -> ShotResult:
-    """Worker body: frames of one shot -> soft masks, both written as temporary shards."""
+def compute_shot(task: ShotTask, attempt: str | None = None) -> ShotResult:
+    """Worker body: frames of one shot -> soft masks, both written as temporary shards (named
+    for `attempt` where several attempts may run: on a Dask cluster)."""
     started = time.perf_counter()
     frames_tmp = None
     if task.stored_frames:
@@ -77,15 +79,24 @@ def compute_shot(task: ShotTask) -> ShotResult:
     else:
         source = open_source(task.source)
         frames = np.stack(list(source.iter_frames(task.start, task.stop, task.working_size)))
-        frames_tmp = str(write_shard(Path(task.frames_target), "frames", frames))
+        frames_tmp = str(write_shard(Path(task.frames_target), "frames", frames, attempt=attempt))
     if task.teacher is None:  # frames only (data added for a later generation)
         return ShotResult(task.shot_id, frames_tmp, None, [], time.perf_counter() - started)
     soft = make_teacher(task.teacher, task.settings).shot_masks(frames)
     masks = np.rint(soft * 255).astype(np.uint8)
     scores = mask_scores(masks)
-    masks_tmp = write_shard(Path(task.masks_target), "masks", masks, compress=True)
+    masks_tmp = write_shard(Path(task.masks_target), "masks", masks, compress=True, attempt=attempt)
     return ShotResult(task.shot_id, frames_tmp, str(masks_tmp), scores,
                       time.perf_counter() - started)
+
+
+def compute_shot_attempt(task: ShotTask) -> ShotResult:
+    """A Dask worker's body: each attempt at a shot writes names of its own."""
+    return compute_shot(task, new_attempt())
+
+
+def shot_label(task: ShotTask) -> str:
+    return f"shot-{task.shot_id}"
 
 
 def _worker_init(parent_pid: int | None = None) -> None:
@@ -112,10 +123,12 @@ def _worker_init(parent_pid: int | None = None) -> None:
 
 def run_teacher(project: Project, teacher: str = "videopca", settings: dict | None = None,
                 workers: int | None = None, replace: bool = False,
-                cancel: CancelToken | None = None, discard_decisions: bool = False) -> Iterator[Progress]:
+                cancel: CancelToken | None = None, discard_decisions: bool = False,
+                cluster: ClusterSpec | None = None) -> Iterator[Progress]:
     """Compute the teacher's masks for every shot not done yet; yields progress per shot.
     `replace` discards the teacher's masks first, and is refused while human decisions on them
-    exist unless `discard_decisions` says they go too."""
+    exist unless `discard_decisions` says they go too. `cluster`: the shots run on Dask
+    workers instead of this machine's process pool (ussl_core.cluster)."""
     project.require_writable()
     instance = make_teacher(teacher, settings)  # validates name and settings early
     settings_dict = instance.settings_dict()
@@ -136,21 +149,28 @@ def run_teacher(project: Project, teacher: str = "videopca", settings: dict | No
     tasks = [_task(project, shot, videos[shot.video_id].source, name, teacher, settings_dict)
              for shot in sorted(todo, key=lambda s: -s.length)]
     by_id = {s.id: s for s in todo}
-    started = time.perf_counter()
-    for result in _results(tasks, workers or os.cpu_count() or 1, cancel):
-        shot = by_id[result.shot_id]
-        masks = commit_shard(Path(result.masks_tmp))
-        frames = commit_shard(Path(result.frames_tmp)) if result.frames_tmp else None
-        project.commit_shot_masks(producer_id, shot, masks, result.scores, frames)
-        finished += shot.length
-        rate = (finished - (total - sum(s.length for s in todo))) / (time.perf_counter() - started)
-        yield Progress(finished, total, f"{videos[shot.video_id].name} shot {shot.idx}",
-                       {"frames_per_s": rate}, stage="teacher")
+    media = sorted({str(Path(t.source).parent) for t in tasks if not t.stored_frames})
+    with open_pool(cluster, [project.root, *media], project.root / "arrays") as pool:
+        if pool:
+            yield pool.progress(finished, total, "teacher")
+        started = time.perf_counter()
+        # The client's part, the same for both pools: each finished shot's shards renamed and
+        # recorded as it arrives.
+        for result in _results(tasks, workers or os.cpu_count() or 1, cancel, pool):
+            shot = by_id[result.shot_id]
+            masks = commit_shard(Path(result.masks_tmp))
+            frames = commit_shard(Path(result.frames_tmp)) if result.frames_tmp else None
+            project.commit_shot_masks(producer_id, shot, masks, result.scores, frames)
+            finished += shot.length
+            rate = (finished - (total - sum(s.length for s in todo))) / (time.perf_counter() - started)
+            yield Progress(finished, total, f"{videos[shot.video_id].name} shot {shot.idx}",
+                           {"frames_per_s": rate}, stage="teacher")
 
 
-def store_frames(project: Project, workers: int | None = None,
-                 cancel: CancelToken | None = None) -> Iterator[Progress]:
-    """Decode and store the frames of every shot that has none yet (no teacher masks)."""
+def store_frames(project: Project, workers: int | None = None, cancel: CancelToken | None = None,
+                 pool: DaskPool | None = None) -> Iterator[Progress]:
+    """Decode and store the frames of every shot that has none yet (no teacher masks), on this
+    machine's process pool or on a connected Dask `pool`."""
     project.require_writable()
     videos = {v.id: v for v in project.videos()}
     todo = sorted((s for s in project.shots() if not s.frames_shard), key=lambda s: -s.length)
@@ -160,7 +180,7 @@ def store_frames(project: Project, workers: int | None = None,
                       project.working_size, None, str(project.frames_shard_path(s.id)), "", None, {})
              for s in todo]
     by_id = {s.id: s for s in todo}
-    for result in _results(tasks, workers or os.cpu_count() or 1, cancel):
+    for result in _results(tasks, workers or os.cpu_count() or 1, cancel, pool):
         shot = by_id[result.shot_id]
         project.set_frames_shard(shot, commit_shard(Path(result.frames_tmp)))
         done += shot.length
@@ -211,15 +231,19 @@ def _task(project: Project, shot: Shot, source: str, producer: str, teacher: str
                     str(project.mask_shard_path(producer, shot.id)), teacher, settings)
 
 
-def _results(tasks: list[ShotTask], workers: int, cancel: CancelToken | None) -> Iterator[ShotResult]:
+def _results(tasks: list[ShotTask], workers: int, cancel: CancelToken | None,
+             pool: DaskPool | None = None) -> Iterator[ShotResult]:
+    if pool is not None:
+        yield from pool.map_unordered(compute_shot_attempt, tasks, shot_label, cancel)
+        return
     if workers <= 1:
         for task in tasks:
             if cancel:
                 cancel.raise_if_cancelled()
             yield compute_shot(task)
         return
-    saved = {k: os.environ.get(k) for k in _WORKER_ENV}
-    os.environ.update(_WORKER_ENV)
+    saved = {k: os.environ.get(k) for k in WORKER_ENV}
+    os.environ.update(WORKER_ENV)
     # spawn, not fork: a forked child inherits half-held locks (BLAS, HDF5, Qt, TensorFlow).
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
