@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QGroupBox,
-                               QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton,
+                               QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton,
                                QScrollArea, QSpinBox, QSplitter, QToolButton, QVBoxLayout,
                                QWidget)
 
@@ -26,6 +26,8 @@ from app.style import BUSY_TIP, NO_PROJECT_TIP
 from app.widgets.drops import dropped_paths
 from app.widgets.job_progress import EtaEstimator, eta_text, format_duration
 from app.widgets.settings_form import SettingsForm
+from ussl_core.cluster import parse_cluster
+from ussl_core.errors import SettingsError
 from ussl_core.media import VIDEO_EXTENSIONS
 from ussl_core.progress import Progress
 from ussl_core.steps import AddStep, TeacherStep
@@ -144,6 +146,7 @@ class VideosPanel(QWidget):
         row.addWidget(self.defaults_button)
         row.addWidget(self.run_button)
         box_layout.addLayout(row)
+        box_layout.addLayout(self._build_cluster_row())
 
         self.form_area = QScrollArea()
         self.form_area.setWidgetResizable(True)
@@ -170,6 +173,10 @@ class VideosPanel(QWidget):
         progress.setContentsMargins(0, 0, 0, 0)
         self.progress_row.hide()
         box_layout.addWidget(self.progress_row)
+        self.dashboard_label = QLabel("")   # the Dask dashboard's link while a cluster job runs
+        self.dashboard_label.setOpenExternalLinks(True)
+        self.dashboard_label.hide()
+        box_layout.addWidget(self.dashboard_label)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.status_label.setStyleSheet("color: gray;")
@@ -178,6 +185,34 @@ class VideosPanel(QWidget):
         layout.addWidget(box)
         self._teacher_changed(self.teacher_combo.currentText())
         return left
+
+    def _build_cluster_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.setSpacing(4)
+        self.cluster_edit = QLineEdit(os.environ.get("USSL_CLUSTER", ""))
+        self.cluster_edit.setPlaceholderText("this machine  (or tcp://host:8786, local:4)")
+        self.cluster_edit.setToolTip(
+            "Run the shots on Dask: a running scheduler's address (tcp://host:8786), or local:N for "
+            "N worker processes here. Every worker must see the project folder and the videos at "
+            "the same paths (docs/scale-out.md). Empty: this machine's worker processes.")
+        self.cluster_edit.textChanged.connect(
+            lambda text: self.workers_spin.setEnabled(not text.strip()))
+        self.workers_spin.setEnabled(not self.cluster_edit.text().strip())
+        row.addWidget(QLabel("Cluster"))
+        row.addWidget(self.cluster_edit, 1)
+        return row
+
+    def _cluster(self) -> str | None:
+        """The cluster field, checked; None when empty. A bad address is said in the status line."""
+        text = self.cluster_edit.text().strip()
+        if not text:
+            return None
+        try:
+            parse_cluster(text)
+        except SettingsError as exc:
+            self.status_label.setText(str(exc))
+            return ""
+        return text
 
     # ------------------------------------------------------------------ project and state
     def _project_changed(self) -> None:
@@ -316,6 +351,9 @@ class VideosPanel(QWidget):
     def run_teacher(self) -> TeacherStep | None:
         if not self._can_write() or self.form is None:
             return None
+        cluster = self._cluster()
+        if cluster == "":
+            return None
         name = self.teacher_combo.currentText()
         settings = self.form.values()
         replace = False
@@ -334,7 +372,8 @@ class VideosPanel(QWidget):
             if answer != QMessageBox.Yes:
                 return None
             replace = True
-        step = TeacherStep(name, settings, self.workers_spin.value(), replace, discard_decisions=replace)
+        step = TeacherStep(name, settings, self.workers_spin.value(), replace, discard_decisions=replace,
+                           cluster=cluster)
         return step if self._start_job(step) else None
 
     # ------------------------------------------------------------------ jobs
@@ -369,6 +408,10 @@ class VideosPanel(QWidget):
         self.progress_bar.setValue(min(event.done, total))
         unit = "frames" if event.stage in ("teacher", "frames") else ""
         self.progress_bar.setFormat(f"%v / %m {unit}".rstrip())
+        dashboard = event.metrics.get("dashboard") if event.metrics else None
+        if dashboard:
+            self.dashboard_label.setText(f'Dask dashboard: <a href="{dashboard}">{dashboard}</a>')
+            self.dashboard_label.show()
         fps = event.metrics.get("frames_per_s") if event.metrics else None
         self.status_label.setText(event.message + (f"  \u00b7  {fps:.1f} frames/s" if fps else ""))
         self.eta_label.setText(eta_text(self._eta, event.done, event.total, now))
@@ -386,6 +429,7 @@ class VideosPanel(QWidget):
         elapsed = format_duration(time.monotonic() - self._job_started)
         self._job_kind = None
         self.progress_row.hide()
+        self.dashboard_label.hide()
         self.status_label.setText({
             "done": f"{kind}: done in {elapsed}",
             "cancelled": f"{kind}: cancelled after {elapsed}; completed work is kept, "

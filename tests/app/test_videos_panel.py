@@ -274,3 +274,26 @@ def test_settings_form_optional_fields_say_not_set_and_give_none(qtbot):
     form.set_values({"top_percent": 12.5})
     assert GenerationSettings(**form.values()).top_percent == 12.5
     assert form.editor("batch").value() == 32   # a field with a default shows it
+
+
+def test_teacher_on_a_local_dask_cluster_shows_its_dashboard(qtbot, context, panel, sample_davis):
+    with Project.open(context.root, write=True) as project:
+        list(add_sources(project, davis_sources(sample_davis)))
+    panel.request_state()
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 2, timeout=10_000)
+    panel.cluster_edit.setText("nowhere")   # refused in the status line, nothing started
+    assert not panel.workers_spin.isEnabled()
+    assert panel.run_teacher() is None and not context.busy
+    assert "not a scheduler address" in panel.status_label.text()
+
+    panel.cluster_edit.setText("local:2")
+    with qtbot.waitSignal(context.job_finished, timeout=JOB_TIMEOUT) as finished:
+        step = panel.run_teacher()
+        assert step is not None and step.cluster == "local:2"
+        qtbot.waitUntil(panel.dashboard_label.isVisible, timeout=JOB_TIMEOUT)
+        assert 'href="http://127.0.0.1:' in panel.dashboard_label.text()
+    assert finished.args == ["teacher", "done"]
+    assert not panel.dashboard_label.isVisible()
+    qtbot.waitUntil(lambda: column(panel, TEACHER) == ["done", "done"], timeout=10_000)
+    panel.cluster_edit.clear()
+    assert panel.workers_spin.isEnabled()
