@@ -51,8 +51,11 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     def __init__(self, paths: dict, state: dict, collapse_ratio: float, events: queue.Queue,
                  name: str, probe: tuple | None, steps: int, total: int,
-                 cancel: CancelToken | None = None) -> None:
+                 cancel: CancelToken | None = None, writes: bool = True) -> None:
+        """`writes` False: a worker of a multi-worker run that is not the chief keeps the state
+        in memory and writes no file."""
         super().__init__()
+        self.writes = writes
         self.cancel = cancel or CancelToken()
         self.paths, self.state, self.collapse_ratio = paths, state, collapse_ratio
         self.events, self.name, self.probe = events, name, probe
@@ -81,11 +84,12 @@ class CheckpointCallback(keras.callbacks.Callback):
         # the state is renamed. A kill between the two renames leaves a pending state that
         # resuming adopts (training.build_or_resume), never a checkpoint ahead of its state.
         self.state["iterations"] = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        write_fault("state", self.paths["pending_state"])
-        self.paths["pending_state"].write_text(json.dumps(self.state))
-        save_model_atomic(self.model, self.paths["checkpoint"])
-        crash_point("checkpoint-saved")   # the test hook: a kill between the two renames
-        os.replace(self.paths["pending_state"], self.paths["state"])
+        if self.writes:
+            write_fault("state", self.paths["pending_state"])
+            self.paths["pending_state"].write_text(json.dumps(self.state))
+            save_model_atomic(self.model, self.paths["checkpoint"])
+            crash_point("checkpoint-saved")   # the test hook: a kill between the two renames
+            os.replace(self.paths["pending_state"], self.paths["state"])
         done = (epoch + 1) * self.steps
         val = f", val {record['val_loss']:.4f}" if "val_loss" in record else ""
         self.events.put(("progress", Progress(

@@ -97,6 +97,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_chief() -> bool:
+    """False only in a worker of a multi-worker training run that is not its chief."""
+    from ussl_core.multiworker import worker_role
+
+    role = worker_role()
+    return role is None or role.chief
+
+
 def run_in_project(args: argparse.Namespace, step, quiet: bool = False,
                    finished: list[Progress] | None = None) -> list[Progress]:
     """Run a step (ussl_core.steps) in the project, recorded as a job with its log, with a
@@ -118,6 +126,12 @@ def run_in_project(args: argparse.Namespace, step, quiet: bool = False,
                 finished.append(event)
             yield event
 
+    if step.kind == "train" and not is_chief():
+        # A worker of a multi-worker run that is not the chief: it reads, the chief writes
+        # (the models, their cards, the job record).
+        with _open(args.project, False, _holder(args)) as project:
+            drive(remember(run_step(project, step)), None, quiet)
+        return list(last.values())
     with _open(args.project, True, _holder(args)) as project:
         events = remember(run_step(project, step))
         # A step refuses what cannot work (no selection, decisions in the way, ...) before its

@@ -34,6 +34,7 @@ NUMERIC_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 IN_FLIGHT_PER_WORKER = 2   # enough to keep a worker busy, few enough that cancel is quick
 RETRIES = 2                # an exception in a task (a shared filesystem's hiccup) is retried
 CONNECT_TIMEOUT_S = 20
+WORKERS_RECOUNT_S = 5.0    # how often the window of units in flight follows the worker count
 _ADDRESS = re.compile(r"^(?:(tcp|tls|ucx|inproc|ws|wss)://)?[A-Za-z0-9_.\-\[\]:]+:\d+$")
 
 
@@ -213,9 +214,12 @@ class DaskPool:
 
         queue = list(reversed(items))
         pending: dict[Any, Any] = {}
+        workers, counted_at = max(1, self.worker_count), time.monotonic()
         try:
             while queue or pending:
-                window = IN_FLIGHT_PER_WORKER * max(1, self.worker_count)
+                if time.monotonic() - counted_at > WORKERS_RECOUNT_S:   # workers come and go
+                    workers, counted_at = max(1, self.worker_count), time.monotonic()
+                window = IN_FLIGHT_PER_WORKER * workers
                 while queue and len(pending) < window:
                     item = queue.pop()
                     future = self.client.submit(run_unit, function, item, pure=False, retries=RETRIES,

@@ -248,7 +248,9 @@ def _train(project, step: TrainStep, cancel: CancelToken) -> Iterator[Progress]:
                                step.require_checkpoint) is None]
     cap_tensorflow_threads()
     from ussl_core.evalseg import evalseg_settings, train_evalseg
-    from ussl_core.training import train_student, training_source
+    from ussl_core.training import distribution_strategy, train_student, training_source
+
+    distribution_strategy()   # a multi-worker strategy must exist before TensorFlow's runtime starts
 
     # Loaded (or located, to be streamed) once for all the students.
     data = training_source(project, settings.input) if any(a != EVALSEG for a in todo) else None

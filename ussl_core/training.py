@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ussl_core.errors import ProjectError, SettingsError, UsslError
+from ussl_core.multiworker import WorkerShard, worker_role
 from ussl_core.progress import CancelToken, Progress
 from ussl_core.settings import check, option
 from ussl_core.store import Project
@@ -80,9 +81,15 @@ class TrainingSettings:
 
 
 def distribution_strategy():
-    """MirroredStrategy across several visible GPUs; the default strategy otherwise."""
+    """MultiWorkerMirroredStrategy when TF_CONFIG or SLURM describe several workers
+    (ussl_core.multiworker); MirroredStrategy across several visible GPUs; else the default."""
     import tensorflow as tf
 
+    from ussl_core.multiworker import multi_worker_strategy
+
+    multi = multi_worker_strategy()
+    if multi is not None:
+        return multi
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
@@ -99,7 +106,13 @@ def train_student(project: Project, arch: str, preset: str = "compact",
     again over a finished model, which is refused otherwise."""
     from ussl_core.models import PRESETS, STUDENTS, build_model
 
-    project.require_writable()
+    role = worker_role()
+    chief = role is None or role.chief   # the only writer of a multi-worker run
+    if chief:
+        project.require_writable()
+    if role is not None and settings.batch_size % role.workers:
+        raise SettingsError(f"batch size {settings.batch_size} is not a multiple of the {role.workers} "
+                            "workers; each worker takes an equal share of every batch")
     if arch not in STUDENTS:
         raise SettingsError(f"unknown student {arch!r}; choose from {', '.join(STUDENTS)}")
     generation = int(project.meta("generation", "1"))
@@ -118,21 +131,27 @@ def train_student(project: Project, arch: str, preset: str = "compact",
     input_size = PRESETS[preset][arch]["input_size"]
     output_size = int(model.output_shape[1])
 
-    def dataset(part, augment, shuffle, batch=settings.batch_size, endless=False):
+    def dataset(part, augment, shuffle, batch=settings.batch_size, endless=False, shard=WorkerShard()):
         return part.batches(input_size, output_size, batch, augment, settings, shuffle,
-                            state["epoch"], endless)
+                            state["epoch"], endless, shard)
 
     probe = next(iter(dataset(train, False, False, 16)))
     started = time.perf_counter()
     yield from fit_with_events(model, dataset(train, True, True, endless=True),
                                dataset(val, False, False) if val.count else None,
                                math.ceil(train.count / settings.batch_size), settings, paths,
-                               state, name, probe, cancel)
+                               state, name, probe, cancel,
+                               lambda shard: dataset(train, True, True, endless=True, shard=shard))
+    if not chief:
+        yield Progress(1, 1, f"{name}: trained as worker {role.index} of {role.workers}; the chief "
+                             "writes the model and its card", {"event": "skipped"}, stage="train")
+        return
     card = model_card(arch, preset, generation, name, model, settings, state, time.perf_counter() - started)
     card["training_data"] = {
         "selection_id": data.selection_id, "producer": data.producer, "pairs": data.count,
         "train_pairs": train.count, "validation_pairs": val.count,
         "input": "memory" if isinstance(data, TrainingData) else "stream",
+        "workers": role.workers if role else 1,
         "train_videos": sorted({int(v) for v in train.video_ids}),
         "validation_videos": sorted({int(v) for v in val.video_ids})}
     # Calibrated on the held-out videos (the training pairs when there are none).
@@ -303,9 +322,12 @@ def compile_student(model, settings: TrainingSettings) -> None:
 
 def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSettings,
                     paths: dict[str, Path], state: dict, name: str, probe: tuple | None,
-                    cancel: CancelToken | None) -> Iterator[Progress]:
+                    cancel: CancelToken | None, worker_dataset=None) -> Iterator[Progress]:
     """Run Keras `fit` in a thread and yield its events; cancel stops it within one batch.
-    `train_ds`: endless batches from the state's epoch on (`epoch_batches`), `steps` a pass."""
+    `train_ds`: endless batches from the state's epoch on (`epoch_batches`), `steps` a pass.
+    Under MultiWorkerMirroredStrategy the training step is ussl_core.multiworker's, on
+    `worker_dataset(shard)`, this worker's share; only the chief writes checkpoints."""
+    from ussl_core.multiworker import fit_multi_worker, multi_worker_strategy
     import keras
 
     from ussl_core.callbacks import CheckpointCallback, ProgressCallback
@@ -317,9 +339,14 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
         return
     events: queue.Queue = queue.Queue()
     cancel = cancel or CancelToken()
+    role = worker_role()
     callbacks = [ProgressCallback(events, cancel, name, steps, total, state["epoch"]),
                  CheckpointCallback(paths, state, settings.collapse_ratio, events, name, probe,
-                                    steps, total, cancel)]
+                                    steps, total, cancel, writes=role is None or role.chief)]
+    strategy = multi_worker_strategy()
+    if strategy is not None and worker_dataset is None:
+        raise SettingsError(f"{name}: training on several workers is built for the students; "
+                            "train this model on one machine")
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"])))
 
@@ -330,10 +357,14 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
 
     def fit() -> None:
         try:
-            model.fit(train_ds, steps_per_epoch=steps,
-                      validation_data=val_ds.repeat() if val_ds is not None else None,
-                      validation_steps=val_steps, epochs=settings.epochs,
-                      initial_epoch=state["epoch"], callbacks=callbacks, verbose=0, shuffle=False)
+            if strategy is not None:
+                fit_multi_worker(model, strategy, worker_dataset, val_ds, steps, settings.epochs,
+                                 state["epoch"], settings.batch_size, settings.loss, callbacks)
+            else:
+                model.fit(train_ds, steps_per_epoch=steps,
+                          validation_data=val_ds.repeat() if val_ds is not None else None,
+                          validation_steps=val_steps, epochs=settings.epochs,
+                          initial_epoch=state["epoch"], callbacks=callbacks, verbose=0, shuffle=False)
             events.put(("done", None))
         except BaseException as exc:  # forwarded to the consumer's thread
             events.put(("error", exc))

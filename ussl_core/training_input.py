@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ussl_core.errors import ProjectError
+from ussl_core.multiworker import WorkerShard
 from ussl_core.store import Project
 from ussl_core.store.shards import read_shard
 
@@ -61,9 +62,10 @@ class TrainingData:
                      for idx in self.split(share, seed))
 
     def batches(self, input_size: int, output_size: int, batch_size: int, augment: bool,
-                settings: TrainingSettings, shuffle: bool, first_epoch: int = 0, endless: bool = False):
+                settings: TrainingSettings, shuffle: bool, first_epoch: int = 0, endless: bool = False,
+                shard: WorkerShard = WorkerShard()):
         return make_dataset(self.frames, self.masks, input_size, output_size, batch_size, augment,
-                            settings, shuffle, first_epoch, endless)
+                            settings, shuffle, first_epoch, endless, shard)
 
 
 def held_out_videos(video_ids: np.ndarray, share: float, seed: int) -> set[int]:
@@ -117,9 +119,10 @@ class StoredSelection:
                 replace(self, shots=[s for s in self.shots if s.video_id in held]))
 
     def batches(self, input_size: int, output_size: int, batch_size: int, augment: bool,
-                settings: TrainingSettings, shuffle: bool, first_epoch: int = 0, endless: bool = False):
+                settings: TrainingSettings, shuffle: bool, first_epoch: int = 0, endless: bool = False,
+                shard: WorkerShard = WorkerShard()):
         return stream_dataset(self, input_size, output_size, batch_size, augment, settings, shuffle,
-                              first_epoch, endless)
+                              first_epoch, endless, shard)
 
     def load(self) -> TrainingData:
         """All the pairs in memory."""
@@ -181,12 +184,13 @@ def training_source(project: Project, mode: str = "auto") -> TrainingData | Stor
 
 # ----------------------------------------------------------------------------- tf.data
 def epoch_batches(count: int, batch_size: int, seed: int, shuffle: bool, prepare,
-                  first_epoch: int = 0, endless: bool = False):
+                  first_epoch: int = 0, endless: bool = False, shard: WorkerShard = WorkerShard()):
     """Batches of `prepare(epoch, index, element_seed)` over range(count): one pass (epoch
     `first_epoch`), or with `endless` every epoch from `first_epoch` on. Each epoch is its own
     permutation (with `shuffle`) and each element its own seed, both drawn from (seed, epoch,
     index) alone: a run resumed at an epoch sees exactly the batches an uninterrupted run would,
-    and the parallel map's scheduling cannot change them."""
+    and the parallel map's scheduling cannot change them. With a `shard` (one worker of several)
+    only its part of each epoch's permutation, in batches of batch_size / workers."""
     import tensorflow as tf
 
     def one_epoch(epoch):
@@ -194,13 +198,19 @@ def epoch_batches(count: int, batch_size: int, seed: int, shuffle: bool, prepare
         order = tf.range(count, dtype=tf.int64)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(order, seed=epoch_seed)
+        order = order[shard.index::shard.count]
         return (tf.data.Dataset.from_tensor_slices(order)
                 .map(lambda index: prepare(epoch, index,
                                            tf.random.experimental.stateless_fold_in(epoch_seed, index)),
                      num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(batch_size))
+                .batch(batch_size // shard.count))
 
-    return _epochs(one_epoch, first_epoch, endless, math.ceil(count / batch_size))
+    return _epochs(one_epoch, first_epoch, endless, shard_batches(count, batch_size, shard))
+
+
+def shard_batches(count: int, batch_size: int, shard: WorkerShard) -> int:
+    """Batches of one pass of a shard's elements (every shard.count-th of `count`)."""
+    return math.ceil(len(range(shard.index, count, shard.count)) / (batch_size // shard.count))
 
 
 def _epochs(one_epoch, first_epoch: int, endless: bool, batches_per_epoch: int):
@@ -226,11 +236,13 @@ def read_rows(shard: str, name: str, rows: tuple[int, ...]) -> np.ndarray:
 
 def stream_dataset(selection: StoredSelection, input_size: int, output_size: int, batch_size: int,
                    augment: bool, settings: TrainingSettings, shuffle: bool, first_epoch: int = 0,
-                   endless: bool = False):
+                   endless: bool = False, shard: WorkerShard = WorkerShard()):
     """The batches of `make_dataset`, read from the store while training: each epoch visits the
     shots in an order drawn from (seed, epoch), reads INTERLEAVED_SHOTS of them at a time in
     parallel, mixes their pairs in a shuffle buffer, and augments each pair from (seed, epoch,
-    pair). Memory holds the buffer, never the selection."""
+    pair). Memory holds the buffer, never the selection. With a `shard` (one worker of several)
+    the worker reads only its pairs (every workers-th of the selection), in batches of
+    batch_size / workers."""
     import tensorflow as tf
 
     shots = selection.shots
@@ -240,11 +252,12 @@ def stream_dataset(selection: StoredSelection, input_size: int, output_size: int
 
     def read_shot(index):
         shot = shots[int(index)]
-        for start in range(0, len(shot.pair_ids), READ_CHUNK):
-            rows = slice(start, start + READ_CHUNK)
-            frames = read_rows(shot.frames_shard, "frames", shot.frame_rows[rows])
-            masks = read_rows(shot.masks_shard, "masks", shot.mask_rows[rows])
-            yield from zip(shot.pair_ids[rows], frames, masks)
+        mine = [j for j, pair in enumerate(shot.pair_ids) if pair % shard.count == shard.index]
+        for start in range(0, len(mine), READ_CHUNK):
+            rows = mine[start:start + READ_CHUNK]
+            frames = read_rows(shot.frames_shard, "frames", tuple(shot.frame_rows[j] for j in rows))
+            masks = read_rows(shot.masks_shard, "masks", tuple(shot.mask_rows[j] for j in rows))
+            yield from zip((shot.pair_ids[j] for j in rows), frames, masks)
 
     def shot_pairs(index):
         return tf.data.Dataset.from_generator(read_shot, output_signature=signature, args=(index,))
@@ -267,14 +280,14 @@ def stream_dataset(selection: StoredSelection, input_size: int, output_size: int
             pairs = pairs.shuffle(SHUFFLE_BUFFER, seed=settings.seed, reshuffle_each_iteration=False)
         return (pairs.map(lambda pair_id, frame, mask: prepare(epoch_seed, pair_id, frame, mask),
                           num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(batch_size))
+                .batch(batch_size // shard.count))
 
-    return _epochs(one_epoch, first_epoch, endless, math.ceil(selection.count / batch_size))
+    return _epochs(one_epoch, first_epoch, endless, shard_batches(selection.count, batch_size, shard))
 
 
 def make_dataset(frames: np.ndarray, masks: np.ndarray, input_size: int, output_size: int,
                  batch_size: int, augment: bool, settings: TrainingSettings, shuffle: bool,
-                 first_epoch: int = 0, endless: bool = False):
+                 first_epoch: int = 0, endless: bool = False, shard: WorkerShard = WorkerShard()):
     """Batches of (image float32 0..255 at input size, soft mask float32 0..1 at output size);
     the order and augmentation of each epoch as `epoch_batches` draws them."""
     import tensorflow as tf
@@ -286,7 +299,8 @@ def make_dataset(frames: np.ndarray, masks: np.ndarray, input_size: int, output_
         target = tf.cast(tf.gather(masks_t, index)[..., None], tf.float32) / 255.0
         return augment_pair(image, target, input_size, output_size, settings, augment, element_seed)
 
-    return epoch_batches(len(frames), batch_size, settings.seed, shuffle, prepare, first_epoch, endless)
+    return epoch_batches(len(frames), batch_size, settings.seed, shuffle, prepare, first_epoch, endless,
+                         shard)
 
 
 # Independent random draws of one pair's augmentation, each from its own split of the pair's seed.
