@@ -126,7 +126,7 @@ def run_in_project(args: argparse.Namespace, step, quiet: bool = False,
                 finished.append(event)
             yield event
 
-    if step.kind == "train" and not is_chief():
+    if step.kind in ("train", "evalseg") and not is_chief():
         # A worker of a multi-worker run that is not the chief: it reads, the chief writes
         # (the models, their cards, the job record).
         with _open(args.project, False, _holder(args)) as project:

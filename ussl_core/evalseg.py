@@ -85,11 +85,17 @@ def train_evalseg(project: Project, preset: str = "compact",
                   students: list[Path] | None = None, name: str | None = None,
                   replace: bool = False, require_checkpoint: bool = False) -> Iterator[Progress]:
     """Train the current generation's EvalSeg-Net from its students (or the `students` given,
-    saved as `name`)."""
+    saved as `name`). In a multi-worker run the chief trains it alone (a few hundred frames)."""
     import tensorflow as tf
 
     from ussl_core.models import PRESETS, build_model
+    from ussl_core.multiworker import worker_role
 
+    role = worker_role()
+    if role is not None and not role.chief:
+        yield Progress(1, 1, f"EvalSeg-Net: trained by the chief alone (this is worker {role.index} of "
+                             f"{role.workers})", {"event": "skipped"}, stage="train")
+        return
     project.require_writable()
     settings = settings or evalseg_settings()
     generation = int(project.meta("generation", "1"))
@@ -113,7 +119,9 @@ def train_evalseg(project: Project, preset: str = "compact",
     held = held_out_videos(videos, settings.validation_share, settings.seed)
     is_val = np.isin(videos, list(held))
 
-    model, state = build_or_resume(paths, resume, lambda: build_model("evalseg", preset), settings)
+    # One machine's strategy even in a multi-worker run (its chief trains it alone).
+    model, state = build_or_resume(paths, resume, lambda: build_model("evalseg", preset), settings,
+                                   tf.distribute.get_strategy() if role is not None else None)
 
     def dataset(mask: np.ndarray, training: bool):
         pairs = [tf.constant(a[mask]) for a in (images, candidates, targets)]

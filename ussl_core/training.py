@@ -267,15 +267,17 @@ def before_training(paths: dict[str, Path], name: str, resume: bool, replace: bo
     return None
 
 
-def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: TrainingSettings):
-    """A compiled model, fresh or from the last epoch's checkpoint, and its training state."""
+def build_or_resume(paths: dict[str, Path], resume: bool, build, settings: TrainingSettings,
+                    strategy=None):
+    """A compiled model, fresh or from the last epoch's checkpoint, and its training state,
+    under `strategy` (default: `distribution_strategy()`)."""
     import keras
 
     from ussl_core.models.io import load_model
 
     keras.utils.set_random_seed(settings.seed)
     state = {"epoch": 0, "history": []}
-    with distribution_strategy().scope():
+    with (strategy or distribution_strategy()).scope():
         if resume and paths["checkpoint"].exists() and paths["state"].exists():
             model = load_model(paths["checkpoint"], compile=True)
             try:
@@ -343,10 +345,8 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
     callbacks = [ProgressCallback(events, cancel, name, steps, total, state["epoch"]),
                  CheckpointCallback(paths, state, settings.collapse_ratio, events, name, probe,
                                     steps, total, cancel, writes=role is None or role.chief)]
-    strategy = multi_worker_strategy()
-    if strategy is not None and worker_dataset is None:
-        raise SettingsError(f"{name}: training on several workers is built for the students; "
-                            "train this model on one machine")
+    # Without a worker_dataset (EvalSeg-Net) the model trains on this machine alone.
+    strategy = multi_worker_strategy() if worker_dataset is not None else None
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"])))
 

@@ -26,12 +26,14 @@ LIGHT_MODULES = [
     "ussl_core.steps",
     "ussl_core.jobs",
     "ussl_core.settings",
+    "ussl_core.cluster",
+    "ussl_core.multiworker",
     "ussl_core.views.videos",
     "ussl_core.views.audit",
     "ussl_core.views.predict",
     "ussl_core.views.browse",
 ]
-HEAVY = ["tensorflow", "keras", "PySide6"]
+HEAVY = ["tensorflow", "keras", "PySide6", "distributed"]
 
 PROBE = """
 import importlib, json, sys

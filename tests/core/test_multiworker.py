@@ -111,8 +111,8 @@ def test_each_worker_reads_its_own_share_of_every_epoch(harness_data, path) -> N
     assert first[0].shape[0] == 2   # half of each batch
 
 
-def two_workers(project: Path, *args: str, chief_env: dict | None = None,
-                timeout: float = 240) -> list[subprocess.CompletedProcess | None]:
+def two_workers(project: Path, *args: str, chief_env: dict | None = None, timeout: float = 240,
+                command: str = "train") -> list[subprocess.CompletedProcess | None]:
     """`ussl train PROJECT ARGS` as two workers of one TF_CONFIG cluster on loopback ports."""
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -121,7 +121,7 @@ def two_workers(project: Path, *args: str, chief_env: dict | None = None,
         env = {**child_env(), "TF_CONFIG": json.dumps({"cluster": cluster,
                                                         "task": {"type": "worker", "index": index}}),
                **((chief_env or {}) if index == 0 else {})}
-        processes.append(subprocess.Popen(ussl_command("train", project, *args), env=env, text=True,
+        processes.append(subprocess.Popen(ussl_command(command, project, *args), env=env, text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     results = []
     deadline = time.monotonic() + timeout
@@ -142,16 +142,16 @@ def copy_taught(data, name: str) -> Path:
     return work
 
 
-def test_two_workers_train_one_student_and_only_the_chief_writes(harness_data) -> None:
+def test_two_workers_train_students_and_only_the_chief_writes(harness_data) -> None:
     work = copy_taught(harness_data, "mw")
     before = {p.relative_to(work) for p in work.rglob("*") if p.is_file()}
     with Project.open(work) as project:
         jobs_before = {j["id"] for j in project.jobs()}
-    chief, other = two_workers(work, "--arch", "lowres", "--epochs", "1", "--batch-size", "4")
+    chief, other = two_workers(work, "--arch", "lowres,fconv", "--epochs", "1", "--batch-size", "4")
     assert chief.returncode == 0 and other.returncode == 0, chief.stderr[-2000:] + other.stderr[-2000:]
-    assert "trained as worker 1 of 2" in other.stdout
+    assert "g1_fconv_compact: trained as worker 1 of 2" in other.stdout
     models = sorted(p.name for p in (work / "models").iterdir())
-    assert models == ["g1_lowres_compact.json", "g1_lowres_compact.keras"]
+    assert models == [f"g1_{arch}_compact.{ext}" for arch in ("fconv", "lowres") for ext in ("json", "keras")]
     card = json.loads((work / "models" / "g1_lowres_compact.json").read_text())
     assert card["training_data"]["workers"] == 2 and card["epochs"] == 1
     with Project.open(work) as project:   # one job recorded: the chief's
@@ -162,6 +162,11 @@ def test_two_workers_train_one_student_and_only_the_chief_writes(harness_data) -
     load_model(work / "models" / "g1_lowres_compact.keras")
     after = {p.relative_to(work) for p in work.rglob("*") if p.is_file()}
     assert {p for p in after - before if p.parts[0] not in ("models", "logs")} == set()
+    # EvalSeg-Net: the chief trains it alone; the other worker says so and writes nothing.
+    chief, other = two_workers(work, "--epochs", "1", "--max-frames", "12", command="evalseg")
+    assert chief.returncode == 0 and other.returncode == 0, chief.stderr[-2000:] + other.stderr[-2000:]
+    assert "trained by the chief alone" in other.stdout
+    assert (work / "models" / "g1_evalseg_compact.keras").is_file()
 
 
 def test_two_workers_resume_after_the_chief_was_killed(harness_data) -> None:
