@@ -223,3 +223,42 @@ def test_segment_on_a_local_cluster_writes_what_a_local_run_writes(harness_data,
     assert len(expected) == 3 * 30 + 1 + 2   # masks, the overlay video, boxes.json and .csv
     assert output_files(dask) == expected
     assert orphans_after(tag) == set()
+
+
+def test_cancel_on_a_local_cluster_keeps_finished_shots_and_a_rerun_completes(harness_data) -> None:
+    from ussl_core.progress import CancelToken, Cancelled
+    from ussl_core.teacher.runner import run_teacher
+
+    work = copy_project(harness_data, "cancel")
+    token = CancelToken()
+    with Project.open(work, write=True) as project:
+        with pytest.raises(Cancelled):
+            for event in run_teacher(project, cluster=ClusterSpec(None, 2), cancel=token):
+                if event.message.startswith("Dask"):
+                    token.cancel()   # before any shot came back
+        kept = project.completed_shots(project.producer("videopca@g1").id)
+    assert len(kept) < 3 and leftovers(work / "arrays") == []
+    with Project.open(work, write=True) as project:
+        list(run_teacher(project, cluster=ClusterSpec(None, 2)))
+    assert len(teacher_masks(work)) == 3 * 30
+
+
+def test_batch_logs_get_a_line_now_and_then_never_a_bar() -> None:
+    import io
+
+    from ussl_core.progress import LineProgress, Progress
+
+    out = io.StringIO()
+    lines = LineProgress(out, seconds=3600)
+    for done in range(1001):
+        lines.show(Progress(done, 1000, f"shot {done}", stage="teacher"), "frame")
+    lines.show(Progress(0, 1, "Dask local:2: 2 worker(s)", {"notice": True}, stage="candidates"))
+    lines.show(Progress(1, 1, "done", stage="candidates"))
+    lines.finish()
+    text = out.getvalue()
+    assert "\r" not in text
+    assert text.splitlines() == [
+        "[00:00:00] teacher: 0/1000 frames (0 %) shot 0",
+        "[00:00:00] teacher: 1000/1000 frames (100 %) shot 1000",
+        "[00:00:00] candidates: 0/1 steps (0 %) Dask local:2: 2 worker(s)",
+        "[00:00:00] candidates: 1/1 steps (100 %) done"]
