@@ -130,11 +130,15 @@ class DaskPool:
         import logging
 
         if self.spec.address is None:
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": local_worker_environment()}):
-                self._cluster = LocalCluster(
-                    n_workers=self.spec.local_workers or os.cpu_count() or 1, threads_per_worker=1,
-                    processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR)
+            try:
+                with dask.config.set({"distributed.nanny.pre-spawn-environ": local_worker_environment()}):
+                    self._cluster = LocalCluster(
+                        n_workers=self.spec.local_workers or os.cpu_count() or 1, threads_per_worker=1,
+                        processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR)
+            except (RuntimeError, OSError) as exc:
+                raise UsslError(f"--cluster {self.spec}: the local Dask cluster did not start "
+                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
             self.client = Client(self._cluster)
         else:
             try:
@@ -155,7 +159,11 @@ class DaskPool:
         import ussl_core
 
         if not self.worker_count:
-            self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+            try:
+                self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                raise UsslError(f"--cluster {self.spec}: the scheduler has no worker (waited "
+                                f"{CONNECT_TIMEOUT_S} s); start some with `dask worker {self.spec}`") from None
         try:
             facts = self.client.run(_worker_facts, self.shared)
         except Exception as exc:   # a worker that cannot even import ussl_core
@@ -239,6 +247,9 @@ class DaskPool:
                         failures.append((item, future))
                 if failures:
                     item, future = failures[0]
+                    if future.status == "cancelled":   # the scheduler dropped it (restarted, gone)
+                        raise UsslError(f"{label(item)}: the Dask scheduler dropped it (restarted or "
+                                        "gone); completed units are kept, run the same command again")
                     exc = future.exception()
                     if isinstance(exc, KilledWorker):
                         raise UsslError(

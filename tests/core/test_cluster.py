@@ -262,3 +262,19 @@ def test_batch_logs_get_a_line_now_and_then_never_a_bar() -> None:
         "[00:00:00] teacher: 1000/1000 frames (100 %) shot 1000",
         "[00:00:00] candidates: 0/1 steps (0 %) Dask local:2: 2 worker(s)",
         "[00:00:00] candidates: 1/1 steps (100 %) done"]
+
+
+def test_a_scheduler_without_workers_is_one_clear_line(harness_data) -> None:
+    work = copy_project(harness_data, "idle")
+    tag = f"idle-{os.getpid()}-{time.time_ns()}"
+    cluster = DaskProcesses(tag)
+    try:
+        cluster.scheduler()
+        time.sleep(3)   # listening
+        result = subprocess.run(ussl_command("teacher", work, "--cluster", cluster.address, "--quiet"),
+                                capture_output=True, text=True, env=child_env(tag), timeout=120)
+    finally:
+        cluster.stop()
+    assert result.returncode == 2 and "the scheduler has no worker" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and teacher_masks(work) == {}
+    assert orphans_after(tag) == set()
