@@ -1,6 +1,6 @@
-"""The teacher on Dask against this machine's process pool; prints JSON.
+"""The teacher and generation 2's candidates on Dask against this machine; prints JSON.
 
-    python benchmarks/dask_teacher.py --davis ../shared/data/davis2016-val --repeats 3
+    python benchmarks/cluster.py --davis ../shared/data/davis2016-val --repeats 3
 
 For each way of running (`pool:N`: the local process pool of N workers; `local:N`: a Dask
 LocalCluster of N worker processes) the teacher runs on a fresh copy of one project with the
@@ -11,6 +11,10 @@ peak resident memory of each worker.
 Overhead per shot: the cost of one more shot (the slope between N and 4N short generated shots of
 10 frames of 64x48, where the teacher's own work is a few milliseconds, so that start-up cancels
 out), on Dask minus on the pool with as many workers.
+
+Candidates: `ussl next-generation --teacher builtin` (the shipped students' masks of every frame,
+scored by the shipped EvalSeg-Net) on the first --candidate-videos videos, frames stored
+beforehand: frames per second in this process and on 1 and 2 LocalCluster workers.
 
 Bytes per frame: what a worker reads (the media) and writes (frames and masks shards), from
 the project's files after a run: what a shared filesystem carries per frame.
@@ -114,12 +118,29 @@ def short_shots(folder: Path, n_videos: int) -> list[SourceSpec]:
     return specs
 
 
+def candidates_run(template: Path, work: Path, how: str) -> dict:
+    from ussl_core.generations import GenerationSettings, next_generation
+
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(template, work)
+    with Project.open(work, write=True) as project:
+        frames = sum(s.length for s in project.shots())
+        started = time.perf_counter()
+        for _ in next_generation(project, settings=GenerationSettings(), teacher="builtin",
+                                 cluster=None if how == "in-process" else parse_cluster(how)):
+            pass
+        seconds = time.perf_counter() - started
+    return {"frames": frames, "seconds": round(seconds, 1), "frames_per_s": round(frames / seconds, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis", required=True, help="a DAVIS-layout root (davis2016-val)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ways", default="pool:2,local:1,local:2,pool:1")
     parser.add_argument("--short-videos", type=int, default=25, help="videos of 4 short shots each")
+    parser.add_argument("--candidate-videos", type=int, default=6)
+    parser.add_argument("--candidate-ways", default="in-process,local:1,local:2")
     args = parser.parse_args()
     ways = args.ways.split(",")
     result: dict = {"command": " ".join(["python", *sys.argv]), "cpus": os.cpu_count(),
@@ -165,6 +186,13 @@ def main() -> None:
             if pool in result["short_shots"]:
                 result["short_shots"][how]["overhead_ms_per_shot_vs_" + pool] = round(
                     result["short_shots"][how]["ms_per_shot"] - result["short_shots"][pool]["ms_per_shot"], 2)
+        # Generation 2's candidates (the whole run once each: minutes).
+        subset = make_project(tmp / "subset", sources[:args.candidate_videos])
+        with Project.open(subset, write=True) as project:
+            for _ in run_teacher(project):   # stores the frames
+                pass
+        result["candidates"] = {how: candidates_run(subset, tmp / "work", how)
+                                for how in args.candidate_ways.split(",")}
     print(json.dumps(result, indent=2))
 
 
