@@ -120,6 +120,7 @@ class DaskPool:
         self.client = None
         self._cluster = None
         self.notes: list[str] = []
+        self._environ: dict[str, str] = {}
 
     def __enter__(self) -> DaskPool:
         try:
@@ -130,6 +131,9 @@ class DaskPool:
         import logging
 
         if self.spec.address is None:
+            # distributed's nanny sets its workers' environment in this process's os.environ
+            # before each spawn and leaves it there: put this process's own back after.
+            self._environ = dict(os.environ)
             try:
                 with dask.config.set({"distributed.nanny.pre-spawn-environ": local_worker_environment()}):
                     self._cluster = LocalCluster(
@@ -139,6 +143,8 @@ class DaskPool:
             except (RuntimeError, OSError) as exc:
                 raise UsslError(f"--cluster {self.spec}: the local Dask cluster did not start "
                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            finally:
+                _restore_environ(self._environ)
             self.client = Client(self._cluster)
         else:
             try:
@@ -208,6 +214,7 @@ class DaskPool:
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
+            _restore_environ(self._environ)   # a worker restarted meanwhile set it again
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -262,6 +269,12 @@ class DaskPool:
         finally:
             if pending and self.client is not None:
                 self.client.cancel(list(pending), force=True)
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 @contextmanager

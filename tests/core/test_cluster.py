@@ -231,6 +231,7 @@ def test_cancel_on_a_local_cluster_keeps_finished_shots_and_a_rerun_completes(ha
 
     work = copy_project(harness_data, "cancel")
     token = CancelToken()
+    environ = dict(os.environ)
     with Project.open(work, write=True) as project:
         with pytest.raises(Cancelled):
             for event in run_teacher(project, cluster=ClusterSpec(None, 2), cancel=token):
@@ -241,6 +242,9 @@ def test_cancel_on_a_local_cluster_keeps_finished_shots_and_a_rerun_completes(ha
     with Project.open(work, write=True) as project:
         list(run_teacher(project, cluster=ClusterSpec(None, 2)))
     assert len(teacher_masks(work)) == 3 * 30
+    # The workers' environment (one numeric thread...) stays theirs: distributed's nanny writes
+    # it into this process's os.environ, and later work here must not run with it.
+    assert dict(os.environ) == environ
 
 
 def test_batch_logs_get_a_line_now_and_then_never_a_bar() -> None:
