@@ -235,7 +235,7 @@ class GenerationStatus:
 
     @property
     def ensembles(self) -> list[str]:
-        names = ["Multi-Net"] if len(self.students) > 1 else []
+        names = ["Mean-Net", "Multi-Net"] if len(self.students) > 1 else []
         return names + (["MultiSelect-Net"] if self.students and self.evalseg else [])
 
 

@@ -77,7 +77,7 @@ def test_start_the_next_generation_with_new_data(qtbot, open_panel, tmp_path):
     row = cells(panel, 0)
     assert row[:2] == ["1", "videopca@g1"]
     assert row[3] == "g1_basic_unet_tiny, g1_lowres_tiny" and row[4] == "g1_evalseg_tiny"
-    assert row[5] == "Multi-Net, MultiSelect-Net" and row[6] == "start generation 2"
+    assert row[5] == "Mean-Net, Multi-Net, MultiSelect-Net" and row[6] == "start generation 2"
     with Project.open(root) as project:
         assert row[2] == f"{project.active_selection()['n_selected']} pairs"
         videos_before = len(project.videos())
