@@ -103,6 +103,21 @@ def _prepare_worker() -> None:
     _prepared = True
 
 
+_worker_models: dict = {}   # on a Dask worker: the models of the latest task, kept loaded
+
+
+def worker_models(key: Any, load: Callable[[], Any]) -> Any:
+    """On a Dask worker: the models `key` names, loaded by `load()` once for all the tasks that
+    use them (TensorFlow's threads capped first); only the latest key is kept."""
+    if key not in _worker_models:
+        from ussl_core.steps import cap_tensorflow_threads
+
+        cap_tensorflow_threads()
+        _worker_models.clear()
+        _worker_models[key] = load()
+    return _worker_models[key]
+
+
 def run_unit(function: Callable[[Any], Any], item: Any) -> Any:
     """What a worker runs for one unit."""
     _prepare_worker()

@@ -134,27 +134,19 @@ def shot_candidates(segmenter, frames: np.ndarray, size: tuple[int, int], batch:
     return {name: (np.stack(masks[name]), scores[name]) for name in masks}
 
 
-_worker_segmenter: dict = {}   # a Dask worker keeps one generation's models loaded
-
-
 def compute_candidates(task: CandidateTask) -> tuple[int, dict[str, tuple[str, list[float]]]]:
     """A Dask worker's body: one shot's candidates written under this attempt's temporary names;
     returns (shot id, {student name: (temporary shard, scores)})."""
-    from ussl_core.cluster import new_attempt
+    from ussl_core.cluster import new_attempt, worker_models
     from ussl_core.predict import Segmenter
-    from ussl_core.steps import cap_tensorflow_threads
 
-    key = (task.students, task.evalseg)
-    if key not in _worker_segmenter:
-        cap_tensorflow_threads()
-        _worker_segmenter.clear()
-        _worker_segmenter[key] = Segmenter([Path(p) for p in task.students], Path(task.evalseg))
+    segmenter = worker_models((task.students, task.evalseg),
+                              lambda: Segmenter([Path(p) for p in task.students], Path(task.evalseg)))
     frames = read_shard(Path(task.frames_shard), "frames")
     attempt, targets = new_attempt(), dict(task.targets)
     return task.shot_id, {
         name: (str(write_shard(Path(targets[name]), "masks", masks, compress=True, attempt=attempt)), scores)
-        for name, (masks, scores) in shot_candidates(_worker_segmenter[key], frames, task.size,
-                                                     task.batch).items()}
+        for name, (masks, scores) in shot_candidates(segmenter, frames, task.size, task.batch).items()}
 
 
 def candidate_label(task: CandidateTask) -> str:
@@ -174,15 +166,7 @@ def student_candidates(project: Project, students, evalseg, generation: int, bat
     total, done = sum(s.length for s in todo), 0
     by_id = {s.id: s for s in todo}
     if pool is None:
-        from ussl_core.predict import Segmenter
-
-        segmenter = Segmenter(students, evalseg)
-        results = ((shot.id, {name: (commit_shard(write_shard(project.mask_shard_path(name, shot.id), "masks",
-                                                             masks, compress=True)), scores)
-                              for name, (masks, scores) in shot_candidates(
-                                  segmenter, project.read_frames(shot), project.working_size, batch,
-                                  cancel).items()})
-                   for shot in todo)
+        results = _local_candidates(project, students, evalseg, todo, batch, cancel)
     else:
         tasks = [CandidateTask(s.id, str(project.abspath(s.frames_shard)), tuple(map(str, students)),
                                str(evalseg), project.working_size, batch,
@@ -196,6 +180,19 @@ def student_candidates(project: Project, students, evalseg, generation: int, bat
             project.commit_shot_masks(producers[name], shot, shard, scores)
         done += shot.length
         yield Progress(done, total, f"student candidates, shot {shot.id}", stage="candidates")
+
+
+def _local_candidates(project: Project, students, evalseg, shots: list, batch: int,
+                      cancel: CancelToken | None) -> Iterator[tuple[int, dict[str, tuple[Path, list[float]]]]]:
+    """In this process: (shot id, {student name: (committed mask shard, scores)}) shot by shot."""
+    from ussl_core.predict import Segmenter
+
+    segmenter = Segmenter(students, evalseg)
+    for shot in shots:
+        made = shot_candidates(segmenter, project.read_frames(shot), project.working_size, batch, cancel)
+        yield shot.id, {name: (commit_shard(write_shard(project.mask_shard_path(name, shot.id), "masks",
+                                                        masks, compress=True)), scores)
+                        for name, (masks, scores) in made.items()}
 
 
 def select_candidates(project: Project, generation: int, settings: GenerationSettings) -> int:

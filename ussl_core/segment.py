@@ -134,10 +134,11 @@ def segment_paths(model_or_project: Path | None, inputs: list[Path], out: Path,
     segmenter = load_segmenter(model_or_project, settings.flip_average) if cluster is None else None
     model = str(model_or_project.resolve()) if model_or_project is not None else None
     chunk = BATCH if cluster is None else CLUSTER_CHUNK
+    target = str(out.resolve())
     tasks = [SegmentTask(model, settings, tuple((str(p.resolve()), stems[p]) for p in images[i:i + chunk]),
-                         None, str(out.resolve()), boxes, grabcut)
+                         None, target, boxes, grabcut)
              for i in range(0, len(images), chunk)]
-    tasks += [SegmentTask(model, settings, (), (str(v.resolve()), stems[v]), str(out.resolve()), boxes, grabcut)
+    tasks += [SegmentTask(model, settings, (), (str(v.resolve()), stems[v]), target, boxes, grabcut)
               for v in videos]
     out.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
@@ -201,20 +202,14 @@ def _segment_task(segmenter, task: SegmentTask, cancel: CancelToken | None = Non
     return task, found
 
 
-_worker_segmenter: dict = {}   # a Dask worker keeps the models of its last task loaded
-
-
 def run_segment_task(task: SegmentTask) -> tuple[SegmentTask, dict[str, list]]:
     """A Dask worker's body."""
-    from ussl_core.steps import cap_tensorflow_threads
+    from ussl_core.cluster import worker_models
 
-    key = (task.model, task.settings.flip_average)
-    if key not in _worker_segmenter:
-        cap_tensorflow_threads()
-        _worker_segmenter.clear()
-        _worker_segmenter[key] = load_segmenter(Path(task.model) if task.model else None,
-                                                task.settings.flip_average)
-    return _segment_task(_worker_segmenter[key], task)
+    segmenter = worker_models((task.model, task.settings.flip_average),
+                              lambda: load_segmenter(Path(task.model) if task.model else None,
+                                                     task.settings.flip_average))
+    return _segment_task(segmenter, task)
 
 
 def remove_leftovers(out: Path) -> None:

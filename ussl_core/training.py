@@ -329,10 +329,10 @@ def fit_with_events(model, train_ds, val_ds, steps: int, settings: TrainingSetti
     `train_ds`: endless batches from the state's epoch on (`epoch_batches`), `steps` a pass.
     Under MultiWorkerMirroredStrategy the training step is ussl_core.multiworker's, on
     `worker_dataset(shard)`, this worker's share; only the chief writes checkpoints."""
-    from ussl_core.multiworker import fit_multi_worker, multi_worker_strategy
     import keras
 
     from ussl_core.callbacks import CheckpointCallback, ProgressCallback
+    from ussl_core.multiworker import fit_multi_worker, multi_worker_strategy
 
     total = settings.epochs * steps
     if state["epoch"] >= settings.epochs:

@@ -108,4 +108,3 @@ def remove_temporaries(folder: Path, attempts_only: bool = False) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
-
